@@ -1,0 +1,45 @@
+/**
+ * The HTTP surface, as a route table. Everything it needs is passed in, so tests build the
+ * same app around real or substitute parts.
+ */
+import express, { type Express } from "express";
+import type { Authenticator } from "./auth/identity.js";
+import type { ChatService } from "./chat/chat-service.js";
+import { chatCompletions } from "./http/chat-completions.js";
+import { authenticate, errorHandler, notFound, requestContext } from "./http/middleware.js";
+import { listModels } from "./http/models.js";
+import type { Logger } from "./log/logger.js";
+import type { Runner } from "./runners/runner.js";
+
+export interface AppDeps {
+  auth: Authenticator;
+  chat: ChatService;
+  runner: Runner;
+  log: Logger;
+  maxBodyBytes: number;
+  keepAliveMs: number;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  app.get("/healthz", (_req, res) => {
+    res.json({ status: "ok" });
+  });
+  app.get("/readyz", async (_req, res) => {
+    const h = await deps.runner.health();
+    res.status(h.ready ? 200 : 503).json({ status: h.ready ? "ready" : "unavailable", runner: deps.runner.mode, detail: h.detail });
+  });
+
+  app.use(requestContext(deps.log));
+  const v1 = express.Router();
+  v1.use(authenticate(deps.auth));
+  v1.get("/models", listModels);
+  v1.post("/chat/completions", express.json({ limit: deps.maxBodyBytes, type: () => true }), chatCompletions(deps));
+  app.use("/v1", v1);
+  app.use(notFound);
+  app.use(errorHandler);
+  return app;
+}

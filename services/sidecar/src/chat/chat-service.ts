@@ -1,0 +1,157 @@
+/**
+ * Prepares and runs chat turns: finds the user's runner and the chat's session (creating or
+ * recreating it), then streams one prompt through it. Everything that can fail with an HTTP
+ * status (runner unavailable, cap reached) fails in `prepare*`, before any byte is streamed.
+ */
+import { RateLimitError } from "../errors/api-error.js";
+import type { Identity } from "../auth/identity.js";
+import type { Logger } from "../log/logger.js";
+import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
+import type { Runner, RunnerEndpoint } from "../runners/runner.js";
+import { ConcurrencyLimiter } from "../limits/concurrency.js";
+import { KeyedMutex } from "../sessions/keyed-mutex.js";
+import type { SessionStore } from "../sessions/session-store.js";
+import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
+import { runPrompt } from "./agent-run.js";
+import { history, latestUserTurn, systemPrompt, textOf, toPromptParts, transcript } from "./conversation.js";
+import type { ChatMessage } from "./request-schema.js";
+import type { TurnOutput } from "./turn-translator.js";
+
+export type AgentName = "build" | "plan";
+
+export interface TurnRequest {
+  identity: Identity;
+  chatKey: string;
+  agent: AgentName;
+  messages: ChatMessage[];
+  log: Logger;
+}
+
+export interface PreparedTurn {
+  sessionId: string;
+  /** Runs the prompt; ends the opencode run when `signal` aborts or iteration stops. */
+  run(signal: AbortSignal): AsyncGenerator<TurnOutput>;
+}
+
+export interface ChatServiceDeps {
+  runner: Runner;
+  store: SessionStore;
+  workspaceRoot: string;
+  stateRoot: string;
+  maxConcurrentRunsPerUser: number;
+}
+
+/** Background tasks get a throwaway session in which every tool is denied. */
+const DENY_ALL: PermissionRule[] = [{ permission: "*", pattern: "*", action: "deny" }];
+const NO_TOOLS = Object.fromEntries(
+  ["bash", "edit", "write", "read", "list", "glob", "grep", "webfetch", "websearch", "task", "todowrite", "todoread", "patch", "skill", "question", "lsp"].map(
+    (t) => [t, false],
+  ),
+);
+
+export class ChatService {
+  private readonly sessionLocks = new KeyedMutex();
+  private readonly limiter: ConcurrencyLimiter;
+
+  constructor(private readonly deps: ChatServiceDeps) {
+    this.limiter = new ConcurrencyLimiter(deps.maxConcurrentRunsPerUser);
+  }
+
+  async prepare(req: TurnRequest): Promise<PreparedTurn> {
+    const release = this.limiter.tryAcquire(req.identity.userHash);
+    if (!release) {
+      throw new RateLimitError(`Too many concurrent chats for this user (max ${this.deps.maxConcurrentRunsPerUser})`, "concurrency_limit");
+    }
+    try {
+      const space = this.space(req.identity);
+      await ensureUserSpace(space);
+      const ep = await this.deps.runner.ensure(space);
+      const earlier = history(req.messages);
+      const title = titleFor(req.messages);
+      const { sessionId, created } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
+        const s = await ep.client.createSession(ep.directory, title);
+        req.log.info({ sessionId: s.id }, "opencode session created");
+        return s.id;
+      });
+      // A client resent history we have no session for (e.g. state was reset): seed it.
+      if (created && earlier.length) await this.seed(ep, sessionId, earlier);
+
+      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages)), agent: req.agent, system: systemPrompt(req.messages) };
+      return {
+        sessionId,
+        run: (signal) => this.runLocked(ep, space, req, sessionId, body, earlier, title, signal, release),
+      };
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /** An Open WebUI background task: answered by the model, outside the chat's session. */
+  async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger): Promise<PreparedTurn> {
+    const space = this.space(identity);
+    await ensureUserSpace(space);
+    const ep = await this.deps.runner.ensure(space);
+    const session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
+    const lastUser = [...messages].reverse().find((m) => m.role === "user");
+    const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : []), tools: NO_TOOLS, system: systemPrompt(messages) };
+    return {
+      sessionId: session.id,
+      run: async function* (signal) {
+        try {
+          yield* runPrompt(ep, session.id, body, signal, log);
+        } finally {
+          await ep.client.deleteSession(session.id, ep.directory).catch(() => {});
+        }
+      },
+    };
+  }
+
+  private async *runLocked(
+    ep: RunnerEndpoint,
+    space: UserSpace,
+    req: TurnRequest,
+    sessionId: string,
+    body: PromptBody,
+    earlier: ChatMessage[],
+    title: string,
+    signal: AbortSignal,
+    releaseSlot: () => void,
+  ): AsyncGenerator<TurnOutput> {
+    let unlock = await this.sessionLocks.acquire(sessionId);
+    try {
+      try {
+        yield* runPrompt(ep, sessionId, body, signal, req.log);
+      } catch (e) {
+        if (!(e instanceof SessionNotFoundError)) throw e;
+        // opencode lost the session: recreate it once, seeded with the conversation so far.
+        const fresh = await this.deps.store.replace(space.stateDir, req.chatKey, sessionId, async () => {
+          const s = await ep.client.createSession(ep.directory, title);
+          await this.seed(ep, s.id, earlier);
+          return s.id;
+        });
+        req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
+        unlock();
+        unlock = await this.sessionLocks.acquire(fresh);
+        yield* runPrompt(ep, fresh, body, signal, req.log);
+      }
+    } finally {
+      unlock();
+      releaseSlot();
+    }
+  }
+
+  private async seed(ep: RunnerEndpoint, sessionId: string, earlier: ChatMessage[]): Promise<void> {
+    const text = transcript(earlier);
+    if (text) await ep.client.prompt(sessionId, ep.directory, { parts: [{ type: "text", text }], noReply: true });
+  }
+
+  private space(identity: Identity): UserSpace {
+    return userSpace(this.deps.workspaceRoot, this.deps.stateRoot, identity.userHash);
+  }
+}
+
+function titleFor(messages: ChatMessage[]): string {
+  const first = textOf(messages.find((m) => m.role === "user")).replace(/\s+/g, " ").trim();
+  return first ? first.slice(0, 60) : "Open Persona chat";
+}

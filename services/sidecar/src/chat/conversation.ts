@@ -1,0 +1,99 @@
+/**
+ * What the sidecar takes from an OpenAI-style conversation. The agent keeps its own context
+ * in its session, so only the latest user turn is sent; the rest is used to derive a chat
+ * key and, when a session has to be recreated, to seed it.
+ */
+import { createHash } from "node:crypto";
+import { BadRequestError } from "../errors/api-error.js";
+import type { PromptPart } from "../opencode/client.js";
+import type { ChatMessage, ContentPart } from "./request-schema.js";
+
+export function textOf(m: ChatMessage | undefined): string {
+  if (!m || m.content == null) return "";
+  if (typeof m.content === "string") return m.content;
+  return m.content
+    .filter((p): p is { type: "text"; text: string } => p.type === "text" && typeof (p as { text?: unknown }).text === "string")
+    .map((p) => p.text)
+    .join("\n");
+}
+
+/** The trailing user messages: what is new since the assistant last spoke. */
+export function latestUserTurn(messages: ChatMessage[]): ChatMessage[] {
+  let i = messages.length;
+  while (i > 0 && messages[i - 1]!.role !== "assistant") i--;
+  return messages.slice(i).filter((m) => m.role === "user");
+}
+
+/** Everything before the latest user turn (used to seed a recreated session). */
+export function history(messages: ChatMessage[]): ChatMessage[] {
+  let i = messages.length;
+  while (i > 0 && messages[i - 1]!.role !== "assistant") i--;
+  return messages.slice(0, i).filter((m) => m.role === "user" || m.role === "assistant");
+}
+
+export function systemPrompt(messages: ChatMessage[]): string | undefined {
+  const s = messages
+    .filter((m) => m.role === "system" || m.role === "developer")
+    .map(textOf)
+    .filter(Boolean)
+    .join("\n\n");
+  return s || undefined;
+}
+
+const DATA_URL = /^data:([\w.+-]+\/[\w.+-]+)(;[^,]*)?,/;
+
+/** Converts user messages to opencode parts: text, and attachments as file parts. */
+export function toPromptParts(turn: ChatMessage[]): PromptPart[] {
+  const parts: PromptPart[] = [];
+  let n = 0;
+  for (const m of turn) {
+    if (typeof m.content === "string") {
+      if (m.content) parts.push({ type: "text", text: m.content });
+      continue;
+    }
+    for (const p of m.content ?? []) parts.push(...convertPart(p as ContentPart, ++n));
+  }
+  if (!parts.some((p) => p.type === "text")) parts.unshift({ type: "text", text: "(see attachment)" });
+  return parts;
+}
+
+function convertPart(p: ContentPart, n: number): PromptPart[] {
+  if (p.type === "text") return (p as { text: string }).text ? [{ type: "text", text: (p as { text: string }).text }] : [];
+  if (p.type === "image_url") {
+    const url = (p as { image_url: { url: string } }).image_url.url;
+    const m = DATA_URL.exec(url);
+    if (m) return [{ type: "file", mime: m[1]!, url, filename: `image-${n}.${m[1]!.split("/")[1]}` }];
+    if (/^https?:\/\//.test(url)) return [{ type: "text", text: `Image: ${url}` }];
+    throw new BadRequestError("image_url.url must be a data: URL or an http(s) URL", "invalid_image_url", "messages");
+  }
+  if (p.type === "file") {
+    const f = (p as { file: { file_data?: string; filename?: string; file_id?: string } }).file;
+    const m = f.file_data ? DATA_URL.exec(f.file_data) : null;
+    if (!m) throw new BadRequestError("file parts must carry file_data as a data: URL", "invalid_file", "messages");
+    return [{ type: "file", mime: m[1]!, url: f.file_data!, filename: f.filename ?? `file-${n}` }];
+  }
+  throw new BadRequestError(`Unsupported content part type '${p.type}'`, "unsupported_content", "messages");
+}
+
+/**
+ * The chat key when the client sent no chat id: derived from the user and the first user
+ * message, so a client that resends its whole history keeps one session.
+ */
+export function derivedChatKey(userHash: string, messages: ChatMessage[]): string {
+  const first = messages.find((m) => m.role === "user");
+  const h = createHash("sha256").update(`${userHash}\0${textOf(first)}`).digest("hex").slice(0, 24);
+  return `derived:${h}`;
+}
+
+/** Text that replays a conversation into a fresh session (stored without a reply). */
+export function transcript(msgs: ChatMessage[]): string | undefined {
+  if (msgs.length === 0) return undefined;
+  const lines = msgs.map((m) => `${m.role === "user" ? "User" : "Assistant"}: ${textOf(m)}`);
+  return `The conversation so far (restored after the agent's session was lost):\n\n${lines.join("\n\n")}`;
+}
+
+/** Open WebUI's background tasks (title, tags, follow-ups, queries…) start like this. */
+export function isTaskPrompt(messages: ChatMessage[]): boolean {
+  const lastUser = [...messages].reverse().find((m) => m.role === "user");
+  return textOf(lastUser).trimStart().startsWith("### Task:");
+}

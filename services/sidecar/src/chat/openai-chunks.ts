@@ -1,0 +1,91 @@
+/**
+ * Encodes turn outputs as OpenAI `chat.completion.chunk` objects in the forms Open WebUI
+ * renders: text → `delta.content`, reasoning → `delta.reasoning_content`, a finished tool →
+ * a `<details type="tool_calls">` block in content, a running tool → a status event chunk.
+ * Never `delta.tool_calls`: Open WebUI would try to execute the agent's tools itself.
+ */
+import { randomUUID } from "node:crypto";
+import { MarkupGuard } from "./markup-guard.js";
+import type { TurnOutput, Usage } from "./turn-translator.js";
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: Array<{ index: 0; delta: Record<string, unknown>; finish_reason: string | null }>;
+  usage?: Usage;
+  /** Open WebUI extension: handled before `choices` (status line above the message). */
+  event?: { type: "status"; data: { description: string; done: boolean } };
+}
+
+/** Tool results can be huge (file dumps): the block carries a bounded preview. */
+const RESULT_PREVIEW_CHARS = 4000;
+
+export function escapeAttr(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/'/g, "&#x27;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** The block Open WebUI itself writes for an executed tool (no `embeds`, ever). */
+export function toolCallBlock(o: Extract<TurnOutput, { kind: "tool-end" }>): string {
+  const result = o.result.length > RESULT_PREVIEW_CHARS ? `${o.result.slice(0, RESULT_PREVIEW_CHARS)}\n… (truncated)` : o.result;
+  return (
+    `\n<details type="tool_calls" done="true" id="${escapeAttr(o.callId)}" name="${escapeAttr(o.name)}" ` +
+    `arguments="${escapeAttr(JSON.stringify(o.args))}" result="${escapeAttr(JSON.stringify(result))}">\n` +
+    `<summary>Tool Executed</summary>\n</details>\n`
+  );
+}
+
+export class ChunkEncoder {
+  readonly id = `chatcmpl-${randomUUID()}`;
+  private readonly created = Math.floor(Date.now() / 1000);
+  private sentRole = false;
+  private readonly textGuard = new MarkupGuard();
+  private readonly reasoningGuard = new MarkupGuard();
+
+  constructor(
+    private readonly model: string,
+    private readonly opts: { includeUsage: boolean; statusEvents: boolean },
+  ) {}
+
+  /** Chunks for one output; `error` outputs are not chunks (see sse-writer). */
+  encode(o: TurnOutput): ChatCompletionChunk[] {
+    switch (o.kind) {
+      case "text":
+        return this.delta({ content: this.textGuard.push(o.text) });
+      case "reasoning":
+        return this.delta({ reasoning_content: this.reasoningGuard.push(o.text) });
+      case "tool-start":
+        return this.status(`Running ${o.title}`, false);
+      case "tool-end":
+        return [...this.delta({ content: this.textGuard.flush() + toolCallBlock(o) }), ...this.status(`Ran ${o.name}`, true)];
+      case "retry":
+        return this.status(`Model provider busy, retrying${o.attempt ? ` (attempt ${o.attempt})` : ""}: ${o.message}`, false);
+      case "finish": {
+        const out = [...this.delta({ content: this.textGuard.flush() }), this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }])];
+        if (this.opts.includeUsage) out.push({ ...this.chunk([]), usage: o.usage });
+        return out;
+      }
+      case "error":
+        return this.delta({ content: this.textGuard.flush() });
+    }
+  }
+
+  private delta(delta: Record<string, string>): ChatCompletionChunk[] {
+    if (Object.values(delta).every((v) => v === "")) return [];
+    if (!this.sentRole) {
+      this.sentRole = true;
+      delta = { role: "assistant", ...delta };
+    }
+    return [this.chunk([{ index: 0, delta, finish_reason: null }])];
+  }
+
+  private status(description: string, done: boolean): ChatCompletionChunk[] {
+    if (!this.opts.statusEvents) return [];
+    return [{ ...this.chunk([]), event: { type: "status", data: { description, done } } }];
+  }
+
+  private chunk(choices: ChatCompletionChunk["choices"]): ChatCompletionChunk {
+    return { id: this.id, object: "chat.completion.chunk", created: this.created, model: this.model, choices };
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Writes a Server-Sent Events response: one `data: <json>\n\n` per chunk, `: keep-alive`
+ * comments while nothing else is sent (long silent tool runs), `data: [DONE]` at the end.
+ */
+import type { Response } from "express";
+
+export class SseWriter {
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly res: Response,
+    private readonly keepAliveMs: number,
+  ) {}
+
+  open(): void {
+    this.res.status(200);
+    this.res.setHeader("content-type", "text/event-stream; charset=utf-8");
+    this.res.setHeader("cache-control", "no-cache, no-transform");
+    this.res.setHeader("connection", "keep-alive");
+    // Reverse proxies (nginx) must not buffer the stream.
+    this.res.setHeader("x-accel-buffering", "no");
+    this.res.flushHeaders();
+    this.arm();
+  }
+
+  data(payload: unknown): void {
+    this.write(`data: ${JSON.stringify(payload)}\n\n`);
+  }
+
+  /** An error after the stream began, in the shape Open WebUI shows to the user. */
+  error(message: string, code: string): void {
+    this.data({ error: { message, type: "agent_error", param: null, code } });
+  }
+
+  end(): void {
+    if (this.closed) return;
+    this.write("data: [DONE]\n\n");
+    this.close();
+  }
+
+  close(): void {
+    clearTimeout(this.timer);
+    if (this.closed) return;
+    this.closed = true;
+    this.res.end();
+  }
+
+  private write(s: string): void {
+    if (this.closed || this.res.writableEnded) return;
+    this.res.write(s);
+    this.arm();
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.write(": keep-alive\n\n"), this.keepAliveMs);
+  }
+}

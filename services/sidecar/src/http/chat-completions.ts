@@ -1,0 +1,122 @@
+/**
+ * `POST /v1/chat/completions`. Streams the agent's turn as SSE (`stream:true`) or answers
+ * one `chat.completion` (`stream:false`). Errors before the first byte are real HTTP errors;
+ * after it, an in-band `data: {"error":…}` (what Open WebUI shows).
+ */
+import type { Request, Response } from "express";
+import type { Identity } from "../auth/identity.js";
+import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
+import { derivedChatKey, isTaskPrompt } from "../chat/conversation.js";
+import { ChunkEncoder } from "../chat/openai-chunks.js";
+import { parseChatRequest, type ChatCompletionRequest } from "../chat/request-schema.js";
+import { SseWriter } from "../chat/sse-writer.js";
+import type { TurnOutput, Usage } from "../chat/turn-translator.js";
+import { AgentRunError, BadRequestError, NotFoundError } from "../errors/api-error.js";
+import type { Logger } from "../log/logger.js";
+import { MODELS } from "./models.js";
+
+export interface ChatRouteDeps {
+  chat: ChatService;
+  keepAliveMs: number;
+}
+
+function header(req: Request, name: string): string | undefined {
+  const v = req.headers[name];
+  const s = (Array.isArray(v) ? v[0] : v)?.trim();
+  return s || undefined;
+}
+
+export function chatCompletions(deps: ChatRouteDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const identity = res.locals.identity as Identity | undefined;
+    const log = res.locals.log as Logger;
+    if (!identity) {
+      throw new BadRequestError(
+        "No user identity: send X-OpenWebUI-User-Id (Open WebUI: ENABLE_FORWARD_USER_INFO_HEADERS=true) or use a per-user key",
+        "missing_user",
+      );
+    }
+    const body = parseChatRequest(req.body);
+    const model = MODELS.find((m) => m.id === body.model);
+    if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
+
+    const isTask = !!header(req, "x-openwebui-task") || isTaskPrompt(body.messages);
+    const chatKey = header(req, "x-openwebui-chat-id") ?? header(req, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
+    const turnLog = log.child({ chatId: chatKey, task: isTask || undefined });
+    res.locals.log = turnLog;
+
+    const turn = isTask
+      ? await deps.chat.prepareTask(identity, body.messages, turnLog)
+      : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, messages: body.messages, log: turnLog });
+    turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
+
+    // Client gone before the answer is complete → abort the agent run.
+    const abort = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+
+    if (body.stream) await streamTurn(turn, body, res, abort.signal, deps.keepAliveMs, turnLog, identity.via !== "user-key");
+    else await answerTurn(turn, body, res, abort.signal);
+  };
+}
+
+async function streamTurn(
+  turn: PreparedTurn,
+  body: ChatCompletionRequest,
+  res: Response,
+  signal: AbortSignal,
+  keepAliveMs: number,
+  log: Logger,
+  statusEvents: boolean,
+): Promise<void> {
+  const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, statusEvents });
+  const sse = new SseWriter(res, keepAliveMs);
+  sse.open();
+  let chunks = 0;
+  try {
+    for await (const out of turn.run(signal)) {
+      for (const chunk of encoder.encode(out)) {
+        sse.data(chunk);
+        chunks++;
+      }
+      if (out.kind === "error") {
+        log.warn({ code: out.code, error: out.message }, "agent run failed");
+        sse.error(out.message, out.code);
+      }
+    }
+  } catch (e) {
+    log.error({ err: (e as Error).message }, "turn failed after streaming began");
+    sse.error((e as Error).message || "The agent run failed", "runner_error");
+  }
+  sse.end();
+  log.info({ chunks, aborted: signal.aborted }, "turn streamed");
+}
+
+async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: Response, signal: AbortSignal): Promise<void> {
+  let text = "";
+  let reasoning = "";
+  let finish: Extract<TurnOutput, { kind: "finish" }> | undefined;
+  for await (const out of turn.run(signal)) {
+    if (out.kind === "text") text += out.text;
+    else if (out.kind === "reasoning") reasoning += out.text;
+    else if (out.kind === "finish") finish = out;
+    else if (out.kind === "error") throw new AgentRunError(out.message, out.code);
+  }
+  if (signal.aborted || !finish) return;
+  const usage: Usage = finish.usage;
+  res.json({
+    id: `chatcmpl-${turn.sessionId}-${Date.now()}`,
+    object: "chat.completion",
+    created: Math.floor(Date.now() / 1000),
+    model: body.model,
+    choices: [
+      {
+        index: 0,
+        message: { role: "assistant", content: text, ...(reasoning ? { reasoning_content: reasoning } : {}) },
+        finish_reason: finish.reason,
+      },
+    ],
+    usage,
+  });
+}

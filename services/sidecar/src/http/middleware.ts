@@ -1,0 +1,50 @@
+/** Request-scoped plumbing: request id + logger, authentication, and the error renderer. */
+import { randomUUID } from "node:crypto";
+import type { NextFunction, Request, Response } from "express";
+import type { Authenticator } from "../auth/identity.js";
+import { NotFoundError, toApiError } from "../errors/api-error.js";
+import type { Logger } from "../log/logger.js";
+
+export function requestContext(log: Logger) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const incoming = req.headers["x-request-id"];
+    const requestId = typeof incoming === "string" && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
+    res.setHeader("x-request-id", requestId);
+    res.locals.log = log.child({ requestId });
+    const started = process.hrtime.bigint();
+    res.on("close", () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      (res.locals.log as Logger).info(
+        { method: req.method, path: req.originalUrl.split("?")[0], status: res.statusCode, ms: Math.round(ms * 10) / 10, aborted: !res.writableFinished || undefined },
+        "request",
+      );
+    });
+    next();
+  };
+}
+
+export function authenticate(auth: Authenticator) {
+  return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
+    const caller = await auth.authenticate(req.headers);
+    res.locals.identity = caller.identity;
+    // Only the hash is ever logged: user ids are often e-mail addresses.
+    res.locals.log = (res.locals.log as Logger).child({ via: caller.via, user: caller.identity?.userHash });
+    next();
+  };
+}
+
+export function notFound(req: Request): never {
+  throw new NotFoundError(`Unknown route ${req.method} ${req.path}`, "unknown_route");
+}
+
+export function errorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
+  const apiError = toApiError(err);
+  const log = (res.locals.log as Logger | undefined) ?? undefined;
+  if (apiError.status >= 500) log?.error({ err: err instanceof Error ? err.message : String(err), code: apiError.code }, "request failed");
+  else log?.info({ status: apiError.status, code: apiError.code }, "request rejected");
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  res.status(apiError.status).json(apiError.render());
+}
