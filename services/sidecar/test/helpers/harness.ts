@@ -1,0 +1,176 @@
+/**
+ * Starts the real sidecar (with a real opencode behind it) against the scripted model, either
+ * in this process (fast; logs captured for assertions) or as a child process running the
+ * built `dist/main.js` (for restarts, crashes and signals).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import type { Server } from "node:http";
+import { createApp } from "../../src/app.js";
+import { Authenticator } from "../../src/auth/identity.js";
+import { ChatService } from "../../src/chat/chat-service.js";
+import { loadConfig, type Config } from "../../src/config/config.js";
+import { createLogger } from "../../src/log/logger.js";
+import { createRunner } from "../../src/runners/registry.js";
+import type { Runner } from "../../src/runners/runner.js";
+import { SessionStore } from "../../src/sessions/session-store.js";
+import { scriptedOpencodeConfig } from "../fixtures/scripted-model.js";
+
+export const SIDECAR_DIR = fileURLToPath(new URL("../..", import.meta.url));
+
+export function tempDir(prefix = "op-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Environment that points opencode at the scripted model and keeps it offline. */
+export function scriptedEnv(modelBaseURL: string, extra: Record<string, string> = {}): Record<string, string> {
+  const root = tempDir();
+  return {
+    WORKSPACE_ROOT: path.join(root, "workspaces"),
+    STATE_ROOT: path.join(root, "state"),
+    OPENCODE_CONFIG_CONTENT: JSON.stringify(scriptedOpencodeConfig(modelBaseURL)),
+    OPENCODE_DISABLE_MODELS_FETCH: "1",
+    OPENCODE_DISABLE_LSP_DOWNLOAD: "1",
+    LOG_LEVEL: "debug",
+    ...extra,
+  };
+}
+
+export interface InProcessSidecar {
+  url: string;
+  config: Config;
+  runner: Runner;
+  logs: string[];
+  close(): Promise<void>;
+}
+
+export async function startSidecar(env: Record<string, string>): Promise<InProcessSidecar> {
+  const config = loadConfig({ PORT: "0", ...env });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(...chunk.toString("utf8").split("\n").filter(Boolean));
+      cb();
+    },
+  });
+  const log = createLogger(config.logLevel, sink);
+  const runner = createRunner(config, log);
+  const chat = new ChatService({
+    runner,
+    store: new SessionStore(),
+    workspaceRoot: config.workspaceRoot,
+    stateRoot: config.stateRoot,
+    maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
+  });
+  const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret });
+  const app = createApp({ auth, chat, runner, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
+  await runner.start();
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+  });
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    config,
+    runner,
+    logs,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await runner.stop();
+    },
+  };
+}
+
+export interface ChildSidecar {
+  url: string;
+  proc: ChildProcess;
+  logs: string[];
+  /** Resolves with the first log line matching `re`. */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Runs the built sidecar (`npm run build` first) as its own process. */
+export async function spawnSidecar(env: Record<string, string>): Promise<ChildSidecar> {
+  const proc = spawn(process.execPath, [path.join(SIDECAR_DIR, "dist/main.js")], {
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  const onLine = (line: string) => {
+    logs.push(line);
+    for (const w of [...waiters]) {
+      if (w.re.test(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  };
+  createInterface({ input: proc.stdout! }).on("line", onLine);
+  createInterface({ input: proc.stderr! }).on("line", onLine);
+  const waitForLog = (re: RegExp, timeoutMs = 60_000) => {
+    const seen = logs.find((l) => re.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no log line matching ${re} within ${timeoutMs} ms:\n${logs.slice(-20).join("\n")}`)), timeoutMs);
+      waiters.push({
+        re,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+  };
+  const listening = JSON.parse(await waitForLog(/sidecar listening/)) as { port: number };
+  await waitForLog(/local opencode runner ready/);
+  return {
+    url: `http://127.0.0.1:${listening.port}`,
+    proc,
+    logs,
+    waitForLog,
+    stop: async (signal = "SIGTERM") => {
+      if (proc.exitCode !== null) return proc.exitCode;
+      const done = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+      proc.kill(signal);
+      return done;
+    },
+  };
+}
+
+/** Whether a process is alive (signal 0 probes without killing). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Reads an SSE response body into its `data:` payloads (and comments), with arrival times. */
+export async function readSse(res: Response): Promise<Array<{ at: number; data?: string; comment?: string }>> {
+  const { EventSourceParserStream } = await import("eventsource-parser/stream");
+  const out: Array<{ at: number; data?: string; comment?: string }> = [];
+  const stream = res.body!.pipeThrough(new TextDecoderStream()).pipeThrough(
+    new EventSourceParserStream({ onComment: (c) => out.push({ at: Date.now(), comment: c.trim() }) }),
+  );
+  for await (const m of stream) out.push({ at: Date.now(), data: m.data });
+  return out;
+}
