@@ -26,6 +26,7 @@ export async function* runPrompt(
   const translator = new TurnTranslator(sessionId);
   const queue = new AsyncQueue<OpencodeEvent>();
   let abortSent = false;
+  let started = false;
   const abortRun = () => {
     if (abortSent) return;
     abortSent = true;
@@ -51,6 +52,7 @@ export async function* runPrompt(
   try {
     if (signal.aborted) return;
     await ep.client.promptAsync(sessionId, ep.directory, body);
+    started = true;
     // Aborted while the prompt was in flight: the first abort may have found nothing to stop.
     if (abortSent) ep.client.abort(sessionId, ep.directory).catch(() => {});
     while (!translator.done && !abortSent) {
@@ -59,7 +61,7 @@ export async function* runPrompt(
     }
   } finally {
     signal.removeEventListener("abort", abortRun);
-    if (!translator.done) {
+    if (started && !translator.done) {
       // Hold the session until opencode confirms the abort, so that the next prompt is not
       // merged into a run that is still going.
       abortRun();
