@@ -174,3 +174,39 @@ export async function readSse(res: Response): Promise<Array<{ at: number; data?:
   for await (const m of stream) out.push({ at: Date.now(), data: m.data });
   return out;
 }
+
+/** All descendant process ids of `pid` (from /proc; Linux only). */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      // Field 4 (ppid) follows the parenthesised command name, which may contain spaces.
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      /* process ended while we looked */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/** The opencode server processes below `pid`. */
+export function opencodePids(pid: number): number[] {
+  return descendants(pid).filter((p) => {
+    try {
+      return fs.readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0")[0]!.endsWith("/opencode");
+    } catch {
+      return false;
+    }
+  });
+}

@@ -1,0 +1,116 @@
+/**
+ * The local runner's lifecycle: sessions survive a sidecar restart, no opencode process
+ * outlives the sidecar however it ends, a runner crash mid-stream ends that stream with an
+ * error and the next request recovers, and a client that disconnects aborts the run.
+ */
+import { randomUUID } from "node:crypto";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import {
+  alive,
+  opencodePids,
+  readSse,
+  scriptedEnv,
+  spawnSidecar,
+  startSidecar,
+  waitFor,
+  type InProcessSidecar,
+} from "../helpers/harness.js";
+
+let model: ScriptedModel;
+
+beforeAll(async () => {
+  model = await startScriptedModel();
+});
+afterAll(async () => model?.close());
+
+async function askCount(url: string, chatId: string) {
+  const sdk = new OpenAI({ baseURL: `${url}/v1`, apiKey: "x" });
+  const r = await sdk.chat.completions.create(
+    { model: "open-persona/build", messages: [{ role: "user", content: say.countTurns() }] },
+    { headers: { "X-Session-Id": chatId } },
+  );
+  return r.choices[0]!.message.content;
+}
+
+describe("sidecar process (built dist/main.js)", () => {
+  it("keeps a chat's context across a restart and leaves no opencode behind on SIGTERM", async () => {
+    const env = scriptedEnv(model.baseURL);
+    const chatId = randomUUID();
+    const first = await spawnSidecar(env);
+    expect(await askCount(first.url, chatId)).toBe("turns=1");
+    const runners = opencodePids(first.proc.pid!);
+    expect(runners).toHaveLength(1);
+    expect(await first.stop("SIGTERM")).toBe(0);
+    await waitFor(() => !alive(runners[0]!), 10_000, "opencode to exit");
+
+    const second = await spawnSidecar(env);
+    try {
+      expect(await askCount(second.url, chatId)).toBe("turns=2");
+    } finally {
+      await second.stop("SIGINT");
+    }
+  });
+
+  it("takes its opencode down with it when killed with SIGKILL", async () => {
+    const sc = await spawnSidecar(scriptedEnv(model.baseURL));
+    const runners = opencodePids(sc.proc.pid!);
+    expect(runners).toHaveLength(1);
+    await sc.stop("SIGKILL");
+    await waitFor(() => !alive(runners[0]!), 15_000, "orphaned opencode to exit");
+  });
+});
+
+describe("runner crash and client disconnect (in process)", () => {
+  let sidecar: InProcessSidecar;
+  beforeAll(async () => {
+    sidecar = await startSidecar(scriptedEnv(model.baseURL));
+  });
+  afterAll(async () => sidecar?.close());
+
+  it("ends a stream with an error when the runner dies mid-stream; the next request recovers", async () => {
+    const chatId = randomUUID();
+    expect(await askCount(sidecar.url, chatId)).toBe("turns=1");
+    const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "X-Session-Id": chatId },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(40, 100) }] }),
+    });
+    const events = readSse(res);
+    const [victim] = opencodePids(process.pid);
+    expect(victim).toBeDefined();
+    await waitFor(() => model.requests.some((r) => r.lastUserText.includes('"tokens":40') && Date.now() - r.receivedAt > 300), 10_000, "stream to start");
+    process.kill(victim!, "SIGKILL");
+
+    const got = await events;
+    const payloads = got.filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
+    expect(payloads.some((p) => p.choices?.[0]?.delta?.content)).toBe(true);
+    expect(payloads.at(-1).error.message).toMatch(/lost the connection/i);
+    expect(got.at(-1)!.data).toBe("[DONE]");
+
+    // The supervisor restarted opencode; the chat's session survived in its database.
+    expect(await askCount(sidecar.url, chatId)).toMatch(/^turns=\d$/);
+    const [replacement] = opencodePids(process.pid);
+    expect(replacement).toBeDefined();
+    expect(replacement).not.toBe(victim);
+  });
+
+  it("aborts the agent's run when the client disconnects", async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "X-Session-Id": randomUUID() },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(100, 100) }] }),
+      signal: controller.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    await waitFor(() => model.requests.some((r) => r.lastUserText.includes('"tokens":100')), 10_000, "model call");
+    const call = model.requests.find((r) => r.lastUserText.includes('"tokens":100'))!;
+    controller.abort();
+    // opencode cancelled its provider request: the model saw the connection close early.
+    await waitFor(() => call.aborted, 10_000, "model request to be aborted");
+    expect(sidecar.logs.some((l) => l.includes('"aborted":true'))).toBe(true);
+  });
+});
