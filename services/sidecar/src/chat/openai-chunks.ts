@@ -50,11 +50,15 @@ export class ChunkEncoder {
 
   /** Chunks for one output; `error` outputs are not chunks (see sse-writer). */
   encode(o: TurnOutput): ChatCompletionChunk[] {
+    // Reasoning ended: release any fragment its guard held back before what follows.
+    if (o.kind === "reasoning") return this.delta({ reasoning_content: this.reasoningGuard.push(o.text) });
+    return [...this.delta({ reasoning_content: this.reasoningGuard.flush() }), ...this.encodeOther(o)];
+  }
+
+  private encodeOther(o: Exclude<TurnOutput, { kind: "reasoning" }>): ChatCompletionChunk[] {
     switch (o.kind) {
       case "text":
         return this.delta({ content: this.textGuard.push(o.text) });
-      case "reasoning":
-        return this.delta({ reasoning_content: this.reasoningGuard.push(o.text) });
       case "tool-start":
         return this.status(`Running ${o.title}`, false);
       case "tool-end":
