@@ -4,9 +4,10 @@
  * message naming the variable.
  */
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 
-export type RunnerMode = "local" | "shared";
+export type RunnerMode = "local" | "shared" | "docker";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 
 export interface Config {
@@ -38,6 +39,24 @@ export interface Config {
   keepAliveMs: number;
   /** How long to wait for a runner to become healthy. */
   runnerStartTimeoutMs: number;
+  docker: DockerRunnerConfig;
+}
+
+/** `docker` mode settings (see runners/docker-runner.ts). */
+export interface DockerRunnerConfig {
+  /** From DOCKER_HOST (unix:// or tcp://); default: the local socket. */
+  host?: string;
+  image: string;
+  network: string;
+  /** Where the Docker engine finds WORKSPACE_ROOT (differs when the sidecar runs in a container). */
+  workspaceHostRoot: string;
+  user: string;
+  memoryBytes?: number;
+  nanoCpus?: number;
+  pidsLimit?: number;
+  idleTimeoutMs: number;
+  /** Derives each runner's server password; generated and kept under STATE_ROOT when unset. */
+  secret?: string;
 }
 
 export class ConfigError extends Error {
@@ -103,14 +122,57 @@ function readUserKeys(file: string | undefined): Map<string, string> {
   return keys;
 }
 
+/** "512m", "2g", "1048576" → bytes. */
+function bytes(env: Env, name: string): number | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$/i.exec(raw);
+  if (!m) throw new ConfigError(name, `must be a size like 512m or 2g, got "${raw}"`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g"];
+  const n = Math.floor(Number(m[1]) * mult);
+  if (n < 6 * 1024 * 1024) throw new ConfigError(name, "must be at least 6m (Docker's minimum)");
+  return n;
+}
+
+function cpus(env: Env, name: string): number | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0 || n > 1024) throw new ConfigError(name, `must be a positive number of CPUs, got "${raw}"`);
+  return Math.round(n * 1e9);
+}
+
 export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\./.test(host);
+  if (host === "localhost") return true;
+  // Only literal addresses: a name like "127.example.com" resolves through DNS.
+  if (net.isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
+}
+
+/** Whether `child` is `parent` or lies below it. */
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === "" || (rel !== ".." && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
 
 /** Variables forwarded to runners: opencode's own settings and model-provider credentials. */
 const RUNNER_ENV_PATTERN =
   /^(OPENCODE_(?!SERVER_PASSWORD$|SERVER_USERNAME$|BASE_URL$|BIN$).*|[A-Z0-9_]*_API_KEY|[A-Z0-9_]*_BASE_URL|AWS_.*|AZURE_.*|GOOGLE_.*|VERTEX_.*|OLLAMA_.*|HTTPS?_PROXY|NO_PROXY|https?_proxy|no_proxy)$/;
-const SIDECAR_ONLY = new Set(["SIDECAR_API_KEYS", "OPENWEBUI_API_KEY", "OPENWEBUI_JWT_SECRET"]);
+const SIDECAR_ONLY = new Set([
+  "SIDECAR_API_KEYS",
+  "OPENWEBUI_API_KEY",
+  "OPENWEBUI_JWT_SECRET",
+  "RUNNER_SECRET",
+  "OPENCODE_BASE_URL",
+  "OPENCODE_SERVER_PASSWORD",
+]);
+
+function dockerUser(env: Env): string {
+  const raw = env.RUNNER_USER || "1000:1000";
+  if (!/^\d+(:\d+)?$/.test(raw)) throw new ConfigError("RUNNER_USER", `must be uid or uid:gid (numeric), got "${raw}"`);
+  if (/^0(:|$)/.test(raw)) throw new ConfigError("RUNNER_USER", "runners must not run as root");
+  return raw;
+}
 
 export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
   const host = env.HOST || "127.0.0.1";
@@ -119,8 +181,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     .map((k) => k.trim())
     .filter(Boolean);
   const userKeys = readUserKeys(env.SIDECAR_USER_KEYS_FILE);
-  const runnerMode = oneOf(env, "RUNNER_MODE", ["local", "shared"] as const, "local");
+  const runnerMode = oneOf(env, "RUNNER_MODE", ["local", "shared", "docker"] as const, "local");
   const opencodeBaseUrl = url(env, "OPENCODE_BASE_URL");
+  if (env.RUNNER_SECRET !== undefined && env.RUNNER_SECRET.length < 16) {
+    throw new ConfigError("RUNNER_SECRET", "must be at least 16 characters");
+  }
   if (runnerMode === "shared" && !opencodeBaseUrl) {
     throw new ConfigError("OPENCODE_BASE_URL", "is required when RUNNER_MODE=shared");
   }
@@ -141,11 +206,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
 
   const workspaceRoot = path.resolve(cwd, env.WORKSPACE_ROOT || "./data/workspaces");
   const stateRoot = path.resolve(cwd, env.STATE_ROOT || "./data/state");
-  const rel = path.relative(workspaceRoot, stateRoot);
-  if (rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel))) {
-    // The agent can write anything in a workspace: its own state must live elsewhere.
-    throw new ConfigError("STATE_ROOT", "must not be inside WORKSPACE_ROOT");
-  }
+  // The agent can write anything in a workspace: the sidecar's state must not be reachable
+  // from one, nor a workspace from the state tree.
+  if (isInside(stateRoot, workspaceRoot)) throw new ConfigError("STATE_ROOT", "must not be inside WORKSPACE_ROOT");
+  if (isInside(workspaceRoot, stateRoot)) throw new ConfigError("WORKSPACE_ROOT", "must not be inside STATE_ROOT");
 
   return {
     port: int(env, "PORT", 8000, 0, 65535),
@@ -166,5 +230,17 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     maxBodyBytes: int(env, "MAX_BODY_BYTES", 20 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     keepAliveMs: int(env, "SSE_KEEPALIVE_MS", 15_000, 100, 600_000),
     runnerStartTimeoutMs: int(env, "RUNNER_START_TIMEOUT_MS", 60_000, 1000, 600_000),
+    docker: {
+      host: env.DOCKER_HOST || undefined,
+      image: env.RUNNER_IMAGE || "open-persona-runner:latest",
+      network: env.RUNNER_NETWORK || "open-persona-runners",
+      workspaceHostRoot: env.WORKSPACE_HOST_ROOT ? path.resolve(env.WORKSPACE_HOST_ROOT) : workspaceRoot,
+      user: dockerUser(env),
+      memoryBytes: bytes(env, "RUNNER_MEMORY"),
+      nanoCpus: cpus(env, "RUNNER_CPUS"),
+      pidsLimit: env.RUNNER_PIDS ? int(env, "RUNNER_PIDS", 0, 16, 1_000_000) : undefined,
+      idleTimeoutMs: int(env, "RUNNER_IDLE_TIMEOUT", 1800, 0, 30 * 24 * 3600) * 1000,
+      secret: env.RUNNER_SECRET || undefined,
+    },
   };
 }

@@ -1,8 +1,12 @@
 /** Chooses the runner backend from the configuration. */
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
+import Docker from "dockerode";
 import type { Config } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
+import { DockerRunner } from "./docker-runner.js";
 import { LocalRunner } from "./local-runner.js";
 import type { Runner } from "./runner.js";
 import { SharedRunner } from "./shared-runner.js";
@@ -25,6 +29,44 @@ export function createRunner(config: Config, log: Logger): Runner {
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,
       });
+    case "docker": {
+      const d = config.docker;
+      return new DockerRunner({
+        docker: dockerClient(d.host),
+        image: d.image,
+        network: d.network,
+        workspaceRoot: config.workspaceRoot,
+        workspaceHostRoot: d.workspaceHostRoot,
+        user: d.user,
+        memoryBytes: d.memoryBytes,
+        nanoCpus: d.nanoCpus,
+        pidsLimit: d.pidsLimit,
+        idleTimeoutMs: d.idleTimeoutMs,
+        secret: d.secret ?? persistentSecret(path.join(config.stateRoot, "runner-secret")),
+        runnerEnv: config.runnerEnv,
+        startTimeoutMs: config.runnerStartTimeoutMs,
+        log,
+      });
+    }
+  }
+}
+
+export function dockerClient(host?: string): Docker {
+  if (!host) return new Docker({ socketPath: "/var/run/docker.sock" });
+  const u = new URL(host);
+  if (u.protocol === "unix:") return new Docker({ socketPath: u.pathname });
+  return new Docker({ host: u.hostname, port: Number(u.port) || 2375, protocol: u.protocol === "https:" ? "https" : "http" });
+}
+
+/** A secret generated once and kept under STATE_ROOT, so restarts derive the same passwords. */
+function persistentSecret(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8").trim();
+  } catch {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const secret = randomBytes(32).toString("base64url");
+    fs.writeFileSync(file, secret, { mode: 0o600, flag: "wx" });
+    return secret;
   }
 }
 

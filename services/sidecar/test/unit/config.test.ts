@@ -1,0 +1,264 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ConfigError, isLoopback, loadConfig } from "../../src/config/config.js";
+
+const CWD = "/srv/persona";
+
+function configError(env: Record<string, string>, cwd = CWD): ConfigError {
+  try {
+    loadConfig(env, cwd);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function keysFile(content: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "op-config-"));
+  made.push(dir);
+  const file = path.join(dir, "keys.json");
+  fs.writeFileSync(file, content);
+  return file;
+}
+
+describe("loadConfig defaults", () => {
+  it("serves loopback, local runners, with sane limits", () => {
+    const c = loadConfig({}, CWD);
+    expect(c).toMatchObject({
+      port: 8000,
+      host: "127.0.0.1",
+      runnerMode: "local",
+      workspaceRoot: "/srv/persona/data/workspaces",
+      stateRoot: "/srv/persona/data/state",
+      opencodeServerUsername: "opencode",
+      logLevel: "info",
+      maxConcurrentRunsPerUser: 4,
+      maxBodyBytes: 20 * 1024 * 1024,
+      keepAliveMs: 15_000,
+      runnerStartTimeoutMs: 60_000,
+      gatewayKeys: [],
+    });
+    expect(c.userKeys.size).toBe(0);
+    expect(c.opencodeBaseUrl).toBeUndefined();
+    expect(c.opencodeServerPassword).toBeUndefined();
+    expect(c.openwebuiJwtSecret).toBeUndefined();
+    expect(c.runnerEnv).toEqual({});
+  });
+
+  it("reads explicit values", () => {
+    const c = loadConfig(
+      {
+        PORT: "9000",
+        HOST: "0.0.0.0",
+        SIDECAR_API_KEYS: " k1 , k2,,",
+        RUNNER_MODE: "shared",
+        OPENCODE_BASE_URL: "http://opencode:4096///",
+        WORKSPACE_ROOT: "ws",
+        STATE_ROOT: "/var/lib/persona",
+        LOG_LEVEL: "debug",
+        MAX_CONCURRENT_RUNS_PER_USER: "2",
+      },
+      CWD,
+    );
+    expect(c).toMatchObject({
+      port: 9000,
+      host: "0.0.0.0",
+      gatewayKeys: ["k1", "k2"],
+      runnerMode: "shared",
+      opencodeBaseUrl: "http://opencode:4096",
+      workspaceRoot: "/srv/persona/ws",
+      stateRoot: "/var/lib/persona",
+      logLevel: "debug",
+      maxConcurrentRunsPerUser: 2,
+    });
+  });
+});
+
+describe("loadConfig rejects bad values, naming the variable", () => {
+  it.each([
+    ["PORT", { PORT: "http" }],
+    ["PORT", { PORT: "-1" }],
+    ["PORT", { PORT: "80.5" }],
+    ["PORT", { PORT: "70000" }],
+    ["RUNNER_MODE", { RUNNER_MODE: "kubernetes" }],
+    ["RUNNER_MODE", { RUNNER_MODE: "Local" }],
+    ["LOG_LEVEL", { LOG_LEVEL: "verbose" }],
+    ["OPENCODE_BASE_URL", { RUNNER_MODE: "shared" }],
+    ["OPENCODE_BASE_URL", { OPENCODE_BASE_URL: "opencode:4096" }],
+    ["OPENCODE_BASE_URL", { OPENCODE_BASE_URL: "ftp://opencode" }],
+    ["OPENWEBUI_JWT_SECRET", { OPENWEBUI_JWT_SECRET: "short" }],
+    ["MAX_CONCURRENT_RUNS_PER_USER", { MAX_CONCURRENT_RUNS_PER_USER: "0" }],
+    ["MAX_BODY_BYTES", { MAX_BODY_BYTES: "12" }],
+    ["SSE_KEEPALIVE_MS", { SSE_KEEPALIVE_MS: "soon" }],
+    ["RUNNER_START_TIMEOUT_MS", { RUNNER_START_TIMEOUT_MS: "999999999" }],
+    ["RUNNER_MEMORY", { RUNNER_MEMORY: "lots" }],
+    ["RUNNER_MEMORY", { RUNNER_MEMORY: "1k" }],
+    ["RUNNER_CPUS", { RUNNER_CPUS: "0" }],
+    ["RUNNER_PIDS", { RUNNER_PIDS: "5" }],
+    ["RUNNER_IDLE_TIMEOUT", { RUNNER_IDLE_TIMEOUT: "-1" }],
+    ["RUNNER_USER", { RUNNER_USER: "0:0" }],
+    ["RUNNER_USER", { RUNNER_USER: "opencode" }],
+    ["RUNNER_SECRET", { RUNNER_SECRET: "short" }],
+  ] as const)("%s in %j", (variable, env) => {
+    const e = configError({ ...env });
+    expect(e.variable).toBe(variable);
+    expect(e.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it("refuses a non-loopback HOST without any keys", () => {
+    for (const host of ["0.0.0.0", "192.168.1.10", "::", "persona.example.com"]) {
+      const e = configError({ HOST: host });
+      expect(e.variable).toBe("SIDECAR_API_KEYS");
+      expect(e.message).toContain(`HOST=${host}`);
+    }
+    expect(() => loadConfig({ HOST: "0.0.0.0", SIDECAR_API_KEYS: "k" }, CWD)).not.toThrow();
+    for (const host of ["localhost", "127.0.0.1", "127.1.2.3", "::1"]) expect(() => loadConfig({ HOST: host }, CWD)).not.toThrow();
+  });
+
+  it("isLoopback", () => {
+    expect(isLoopback("127.0.0.1")).toBe(true);
+    expect(isLoopback("::1")).toBe(true);
+    expect(isLoopback("localhost")).toBe(true);
+    expect(isLoopback("0.0.0.0")).toBe(false);
+    expect(isLoopback("10.127.0.1")).toBe(false);
+  });
+
+  it("refuses STATE_ROOT inside (or equal to) WORKSPACE_ROOT", () => {
+    for (const env of [
+      { WORKSPACE_ROOT: "/data/ws", STATE_ROOT: "/data/ws/state" },
+      { WORKSPACE_ROOT: "/data/ws", STATE_ROOT: "/data/ws" },
+      { WORKSPACE_ROOT: "/data/ws/", STATE_ROOT: "/data/ws/a/../b" },
+      { WORKSPACE_ROOT: "data", STATE_ROOT: "data/state" },
+    ]) {
+      expect(configError(env).variable).toBe("STATE_ROOT");
+    }
+    expect(() => loadConfig({ WORKSPACE_ROOT: "/data/ws", STATE_ROOT: "/data/ws-state" }, CWD)).not.toThrow();
+    expect(() => loadConfig({ WORKSPACE_ROOT: "/data/ws", STATE_ROOT: "/data/state" }, CWD)).not.toThrow();
+  });
+
+  it("refuses a STATE_ROOT inside WORKSPACE_ROOT whose name starts with two dots", () => {
+    // path.relative gives "..state", which is inside the workspace but starts with "..".
+    expect(configError({ WORKSPACE_ROOT: "/data/ws", STATE_ROOT: "/data/ws/..state" }).variable).toBe("STATE_ROOT");
+  });
+
+  it("refuses roots where a user's workspace would be their state directory", () => {
+    // Workspaces are WORKSPACE_ROOT/<hash> and state is STATE_ROOT/users/<hash>: with these
+    // roots they are the same directory, and the agent could rewrite the sidecar's session map.
+    const e = configError({ WORKSPACE_ROOT: "/data/state/users", STATE_ROOT: "/data/state" });
+    expect(["STATE_ROOT", "WORKSPACE_ROOT"]).toContain(e.variable);
+  });
+
+  describe("SIDECAR_USER_KEYS_FILE", () => {
+    it("reads a key → user map (which also allows a non-loopback HOST)", () => {
+      const c = loadConfig({ SIDECAR_USER_KEYS_FILE: keysFile('{"sk-alice":"alice","sk-bob":"bob@example.com"}'), HOST: "0.0.0.0" }, CWD);
+      expect([...c.userKeys]).toEqual([
+        ["sk-alice", "alice"],
+        ["sk-bob", "bob@example.com"],
+      ]);
+    });
+
+    it.each([
+      ["a missing file", () => "/nonexistent/keys.json"],
+      ["invalid JSON", () => keysFile("{nope")],
+      ["an array", () => keysFile('["sk-a"]')],
+      ["a non-string user", () => keysFile('{"sk-a": 5}')],
+      ["an empty user", () => keysFile('{"sk-a": ""}')],
+      ["an empty key", () => keysFile('{"": "alice"}')],
+      ["null", () => keysFile("null")],
+    ])("rejects %s", (_what, file) => {
+      expect(configError({ SIDECAR_USER_KEYS_FILE: file() }).variable).toBe("SIDECAR_USER_KEYS_FILE");
+    });
+  });
+});
+
+describe("runnerEnv", () => {
+  const env = {
+    OPENCODE_CONFIG_CONTENT: '{"model":"x/y"}',
+    OPENCODE_CONFIG: "/etc/opencode.json",
+    OPENCODE_DISABLE_MODELS_FETCH: "1",
+    OPENAI_API_KEY: "sk-openai",
+    ANTHROPIC_API_KEY: "sk-ant",
+    OPENAI_BASE_URL: "http://proxy/v1",
+    AWS_REGION: "eu-west-1",
+    HTTPS_PROXY: "http://proxy:3128",
+    // Sidecar-only:
+    SIDECAR_API_KEYS: "gateway-key",
+    OPENWEBUI_API_KEY: "owui-key",
+    OPENWEBUI_JWT_SECRET: "0123456789abcdef0123",
+    OPENCODE_SERVER_PASSWORD: "runner-password",
+    OPENCODE_SERVER_USERNAME: "runner-user",
+    OPENCODE_BIN: "/usr/bin/opencode",
+    SIDECAR_USER_KEYS_FILE: "",
+    PATH: "/usr/bin",
+    HOME: "/root",
+    PORT: "8000",
+  };
+
+  it("forwards opencode's own settings and provider credentials", () => {
+    const { runnerEnv } = loadConfig(env, CWD);
+    expect(runnerEnv).toMatchObject({
+      OPENCODE_CONFIG_CONTENT: '{"model":"x/y"}',
+      OPENCODE_CONFIG: "/etc/opencode.json",
+      OPENCODE_DISABLE_MODELS_FETCH: "1",
+      OPENAI_API_KEY: "sk-openai",
+      ANTHROPIC_API_KEY: "sk-ant",
+      OPENAI_BASE_URL: "http://proxy/v1",
+      AWS_REGION: "eu-west-1",
+      HTTPS_PROXY: "http://proxy:3128",
+    });
+  });
+
+  it("does not forward the sidecar's own secrets or unrelated variables", () => {
+    const { runnerEnv } = loadConfig(env, CWD);
+    for (const k of [
+      "SIDECAR_API_KEYS",
+      "OPENWEBUI_API_KEY",
+      "OPENWEBUI_JWT_SECRET",
+      "OPENCODE_SERVER_PASSWORD",
+      "OPENCODE_SERVER_USERNAME",
+      "OPENCODE_BIN",
+      "SIDECAR_USER_KEYS_FILE",
+      "PATH",
+      "HOME",
+      "PORT",
+    ]) {
+      expect(runnerEnv, k).not.toHaveProperty(k);
+    }
+  });
+
+  it("does not forward OPENCODE_BASE_URL (the shared runner's address is the sidecar's setting)", () => {
+    const { runnerEnv } = loadConfig({ RUNNER_MODE: "shared", OPENCODE_BASE_URL: "http://opencode:4096" }, CWD);
+    expect(runnerEnv).not.toHaveProperty("OPENCODE_BASE_URL");
+  });
+});
+
+describe("docker runner settings", () => {
+  it("parses sizes, CPUs and the idle timeout", () => {
+    const c = loadConfig({ RUNNER_MODE: "docker", RUNNER_MEMORY: "1.5g", RUNNER_CPUS: "0.5", RUNNER_PIDS: "256", RUNNER_IDLE_TIMEOUT: "90" }, "/srv");
+    expect(c.docker).toMatchObject({
+      memoryBytes: 1.5 * 1024 ** 3,
+      nanoCpus: 500_000_000,
+      pidsLimit: 256,
+      idleTimeoutMs: 90_000,
+      image: "open-persona-runner:latest",
+      network: "open-persona-runners",
+      user: "1000:1000",
+      workspaceHostRoot: "/srv/data/workspaces",
+    });
+  });
+
+  it("keeps the runner secret away from the runners' environment", () => {
+    const c = loadConfig({ RUNNER_SECRET: "s".repeat(32), OPENCODE_BASE_URL: "http://x:1", OPENCODE_SERVER_PASSWORD: "p", RUNNER_MODE: "shared" });
+    expect(c.runnerEnv).not.toHaveProperty("RUNNER_SECRET");
+    expect(c.runnerEnv).not.toHaveProperty("OPENCODE_BASE_URL");
+    expect(c.runnerEnv).not.toHaveProperty("OPENCODE_SERVER_PASSWORD");
+  });
+});

@@ -1,0 +1,200 @@
+import { describe, expect, it } from "vitest";
+import { ChunkEncoder, escapeAttr, toolCallBlock, type ChatCompletionChunk } from "../../src/chat/openai-chunks.js";
+import type { TurnOutput } from "../../src/chat/turn-translator.js";
+
+const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+type ToolEnd = Extract<TurnOutput, { kind: "tool-end" }>;
+
+/** The attributes of the block's opening `<details …>` tag. */
+function detailsAttrs(block: string): Record<string, string> {
+  const open = block.match(/<details\b([^>]*)>/);
+  expect(open).not.toBeNull();
+  const attrs: Record<string, string> = {};
+  const rest = open![1]!.replace(/\s*([\w-]+)="([^"]*)"/g, (_m, k: string, v: string) => {
+    attrs[k] = v;
+    return "";
+  });
+  expect(rest.trim()).toBe(""); // nothing outside well-formed name="value" pairs
+  return attrs;
+}
+
+const unescape = (s: string) =>
+  s.replace(/&quot;/g, '"').replace(/&#x27;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+
+function encodeAll(enc: ChunkEncoder, outs: TurnOutput[]): ChatCompletionChunk[] {
+  return outs.flatMap((o) => enc.encode(o));
+}
+const contentOf = (chunks: ChatCompletionChunk[]) => chunks.map((c) => (c.choices[0]?.delta.content as string | undefined) ?? "").join("");
+const reasoningOf = (chunks: ChatCompletionChunk[]) =>
+  chunks.map((c) => (c.choices[0]?.delta.reasoning_content as string | undefined) ?? "").join("");
+
+describe("escapeAttr", () => {
+  it("escapes quotes, angle brackets and ampersands", () => {
+    expect(escapeAttr(`a"b'c<d>e&f`)).toBe("a&quot;b&#x27;c&lt;d&gt;e&amp;f");
+  });
+  it("escapes & first, so existing entities are not left live", () => {
+    expect(escapeAttr("&lt;details&gt;")).toBe("&amp;lt;details&amp;gt;");
+  });
+});
+
+describe("toolCallBlock", () => {
+  const hostile: ToolEnd = {
+    kind: "tool-end",
+    callId: 'call_"1"',
+    name: "bash<x>",
+    args: { command: `echo "><details type="tool_calls" embeds="[&quot;<iframe>&quot;]">` },
+    result: `"/><summary>x</summary></details><details type="tool_calls" embeds='["evil"]'>`,
+    failed: false,
+  };
+
+  it("is one details block whose attributes round-trip exactly, whatever the tool said", () => {
+    const block = toolCallBlock(hostile);
+    expect(block.match(/<details/g)).toHaveLength(1);
+    expect(block.match(/<\/details>/g)).toHaveLength(1);
+    const attrs = detailsAttrs(block);
+    expect(Object.keys(attrs).sort()).toEqual(["arguments", "done", "id", "name", "result", "type"]);
+    expect(attrs.type).toBe("tool_calls");
+    expect(attrs.done).toBe("true");
+    expect(unescape(attrs.id!)).toBe(hostile.callId);
+    expect(unescape(attrs.name!)).toBe(hostile.name);
+    expect(JSON.parse(unescape(attrs.arguments!))).toEqual(hostile.args);
+    expect(JSON.parse(unescape(attrs.result!))).toBe(hostile.result);
+    for (const v of Object.values(attrs)) expect(v).not.toMatch(/[<>"']/);
+  });
+
+  it("never carries an embeds attribute", () => {
+    // The word may appear inside an escaped value, never as an attribute of the tag.
+    const block = toolCallBlock(hostile);
+    expect(detailsAttrs(block)).not.toHaveProperty("embeds");
+    expect(block.replace(/"[^"]*"/g, '""')).not.toContain("embeds");
+    const benign = toolCallBlock({ kind: "tool-end", callId: "c", name: "read", args: { filePath: "a" }, result: "x", failed: false });
+    expect(benign).not.toContain("embeds");
+  });
+
+  it("bounds huge results", () => {
+    const block = toolCallBlock({ ...hostile, result: "x".repeat(50_000) });
+    const result = JSON.parse(unescape(detailsAttrs(block).result!)) as string;
+    expect(result.length).toBeLessThan(4100);
+    expect(result.startsWith("x".repeat(4000))).toBe(true);
+    expect(result).toContain("truncated");
+  });
+});
+
+describe("ChunkEncoder", () => {
+  it("puts role on the first delta only, and keeps one id", () => {
+    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, statusEvents: true });
+    const chunks = encodeAll(enc, [
+      { kind: "tool-start", callId: "c", name: "bash", title: "bash: ls" },
+      { kind: "reasoning", text: "hmm" },
+      { kind: "text", text: "a" },
+      { kind: "text", text: "b" },
+      { kind: "finish", reason: "stop", usage },
+    ]);
+    const deltas = chunks.filter((c) => c.choices.length > 0).map((c) => c.choices[0]!.delta);
+    expect(deltas[0]).toEqual({ role: "assistant", reasoning_content: "hmm" });
+    expect(deltas.slice(1).filter((d) => "role" in d)).toEqual([]);
+    expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
+    for (const c of chunks) {
+      expect(c.object).toBe("chat.completion.chunk");
+      expect(c.model).toBe("open-persona/build");
+      expect(c.id).toMatch(/^chatcmpl-/);
+    }
+  });
+
+  it("sends the usage chunk after the finish chunk, only when includeUsage", () => {
+    const withUsage = new ChunkEncoder("m", { includeUsage: true, statusEvents: false });
+    const a = encodeAll(withUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "length", usage }]);
+    const finishAt = a.findIndex((c) => c.choices[0]?.finish_reason);
+    expect(a[finishAt]!.choices[0]).toEqual({ index: 0, delta: {}, finish_reason: "length" });
+    expect(a[finishAt]!.usage).toBeUndefined();
+    expect(a.slice(finishAt + 1)).toHaveLength(1);
+    expect(a.at(-1)).toMatchObject({ choices: [], usage });
+
+    const noUsage = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const b = encodeAll(noUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }]);
+    expect(b.some((c) => c.usage)).toBe(false);
+    expect(b.at(-1)!.choices[0]!.finish_reason).toBe("stop");
+  });
+
+  it("suppresses status events when statusEvents is false", () => {
+    const end: ToolEnd = { kind: "tool-end", callId: "c1", name: "write", args: { filePath: "a" }, result: "ok", failed: false };
+    const outs: TurnOutput[] = [
+      { kind: "tool-start", callId: "c1", name: "write", title: "write: a" },
+      end,
+      { kind: "retry", message: "busy", attempt: 1 },
+    ];
+    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, statusEvents: false }), outs);
+    expect(off.some((c) => c.event)).toBe(false);
+    expect(off).toHaveLength(1);
+    expect(contentOf(off)).toContain('<details type="tool_calls"');
+
+    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, statusEvents: true }), outs);
+    expect(on.filter((c) => c.event).map((c) => c.event)).toEqual([
+      { type: "status", data: { description: "Running write: a", done: false } },
+      { type: "status", data: { description: "Ran write", done: true } },
+      { type: "status", data: { description: "Model provider busy, retrying (attempt 1): busy", done: false } },
+    ]);
+    for (const c of on.filter((x) => x.event)) expect(c.choices).toEqual([]);
+  });
+
+  it("never emits delta.tool_calls and never an empty delta", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: true, statusEvents: true });
+    const chunks = encodeAll(enc, [
+      { kind: "text", text: "" },
+      { kind: "tool-end", callId: "c", name: "bash", args: {}, result: "", failed: true },
+      { kind: "finish", reason: "stop", usage },
+    ]);
+    for (const c of chunks) {
+      const d = c.choices[0]?.delta;
+      if (!d) continue;
+      expect(d).not.toHaveProperty("tool_calls");
+      if (!c.choices[0]!.finish_reason) expect(Object.keys(d).length).toBeGreaterThan(0);
+    }
+  });
+
+  it("neutralizes tool-call markup in the agent's text across chunks, but not in its own blocks", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const chunks = encodeAll(enc, [
+      { kind: "text", text: "look <deta" },
+      { kind: "text", text: 'ils type="tool_calls">' },
+      { kind: "tool-end", callId: "c", name: "bash", args: {}, result: "ok", failed: false },
+      { kind: "text", text: "bye <summary" },
+      { kind: "finish", reason: "stop", usage },
+    ]);
+    const content = contentOf(chunks);
+    expect(content).toContain('look &lt;details type="tool_calls">');
+    expect(content.match(/<details type="tool_calls"/g)).toHaveLength(1);
+    expect(content.endsWith("bye &lt;summary")).toBe(true);
+  });
+
+  it("neutralizes markup in reasoning too", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const chunks = encodeAll(enc, [
+      { kind: "reasoning", text: "<details type=" },
+      { kind: "reasoning", text: '"tool_calls"> ok' },
+    ]);
+    expect(reasoningOf(chunks)).toBe('&lt;details type="tool_calls"> ok');
+  });
+
+  it("does not lose a reasoning fragment held back by the guard when the turn moves on", () => {
+    // Reasoning ending in "<" (or "<det", "</"…) is held by the reasoning guard; it must
+    // come out before the turn ends.
+    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const chunks = encodeAll(enc, [
+      { kind: "reasoning", text: "is a <" },
+      { kind: "text", text: "answer" },
+      { kind: "finish", reason: "stop", usage },
+    ]);
+    expect(reasoningOf(chunks)).toBe("is a <");
+    expect(contentOf(chunks)).toBe("answer");
+  });
+
+  it("flushes held text before an error", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const chunks = encodeAll(enc, [
+      { kind: "text", text: "partial <" },
+      { kind: "error", message: "boom", code: "x" },
+    ]);
+    expect(contentOf(chunks)).toBe("partial <");
+  });
+});

@@ -1,0 +1,144 @@
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { SessionStore } from "../../src/sessions/session-store.js";
+
+const RACE_SCRIPT = fileURLToPath(new URL("./helpers/session-store-race.ts", import.meta.url));
+const REPO = fileURLToPath(new URL("../../../..", import.meta.url));
+const TSX = path.join(REPO, "node_modules/.bin/tsx");
+
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "op-store-"));
+  made.push(d);
+  return d;
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const readMapFile = (stateDir: string) => JSON.parse(fs.readFileSync(path.join(stateDir, "sessions.json"), "utf8")) as Record<string, { sessionId: string; createdAt: string }>;
+
+describe("SessionStore in one process", () => {
+  it("creates a session once however many requests race for it", async () => {
+    const store = new SessionStore();
+    const stateDir = path.join(tempDir(), "users", "abc");
+    let calls = 0;
+    const create = async () => {
+      calls++;
+      await sleep(30);
+      return `ses_${calls}`;
+    };
+    const results = await Promise.all(Array.from({ length: 10 }, () => store.getOrCreate(stateDir, "chat-1", create)));
+    expect(calls).toBe(1);
+    expect(new Set(results.map((r) => r.sessionId))).toEqual(new Set(["ses_1"]));
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect(Object.keys(readMapFile(stateDir))).toEqual(["chat-1"]);
+    expect(await store.get(stateDir, "chat-1")).toBe("ses_1");
+  });
+
+  it("keeps chats apart and survives a new store instance (it is on disk)", async () => {
+    const stateDir = tempDir();
+    const a = await new SessionStore().getOrCreate(stateDir, "chat-a", async () => "ses_a");
+    const b = await new SessionStore().getOrCreate(stateDir, "chat-b", async () => "ses_b");
+    expect([a, b]).toEqual([
+      { sessionId: "ses_a", created: true },
+      { sessionId: "ses_b", created: true },
+    ]);
+    const again = await new SessionStore().getOrCreate(stateDir, "chat-a", async () => {
+      throw new Error("must not create");
+    });
+    expect(again).toEqual({ sessionId: "ses_a", created: false });
+    expect(await new SessionStore().get(stateDir, "missing")).toBeUndefined();
+  });
+
+  it("a failed create stores nothing and does not block the next caller", async () => {
+    const store = new SessionStore();
+    const stateDir = tempDir();
+    await expect(store.getOrCreate(stateDir, "chat", async () => Promise.reject(new Error("runner down")))).rejects.toThrow("runner down");
+    expect(await store.get(stateDir, "chat")).toBeUndefined();
+    expect(await store.getOrCreate(stateDir, "chat", async () => "ses_ok")).toEqual({ sessionId: "ses_ok", created: true });
+    expect(fs.readdirSync(stateDir).sort()).toEqual(["sessions.json"]); // no lock or temp file left behind
+  });
+
+  it("replace swaps a stale id, and keeps one that someone already replaced", async () => {
+    const store = new SessionStore();
+    const stateDir = tempDir();
+    await store.getOrCreate(stateDir, "chat", async () => "ses_old");
+
+    let creates = 0;
+    const fresh = await store.replace(stateDir, "chat", "ses_old", async () => {
+      creates++;
+      return "ses_new";
+    });
+    expect(fresh).toBe("ses_new");
+    expect(await store.get(stateDir, "chat")).toBe("ses_new");
+
+    // A second caller that also saw ses_old vanish: the chat already has a new session.
+    const kept = await store.replace(stateDir, "chat", "ses_old", async () => {
+      creates++;
+      return "ses_newer";
+    });
+    expect(kept).toBe("ses_new");
+    expect(creates).toBe(1);
+    expect(await store.get(stateDir, "chat")).toBe("ses_new");
+  });
+
+  it("concurrent replaces of the same stale id create one session", async () => {
+    const store = new SessionStore();
+    const stateDir = tempDir();
+    await store.getOrCreate(stateDir, "chat", async () => "ses_old");
+    let n = 0;
+    const ids = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        store.replace(stateDir, "chat", "ses_old", async () => {
+          await sleep(10);
+          return `ses_new_${++n}`;
+        }),
+      ),
+    );
+    expect(n).toBe(1);
+    expect(new Set(ids)).toEqual(new Set(["ses_new_1"]));
+  });
+});
+
+describe("SessionStore across processes", () => {
+  it("four processes racing for one chat create one session", { timeout: 30_000 }, async () => {
+    const stateDir = path.join(tempDir(), "users", "u1");
+    const createLog = path.join(path.dirname(stateDir), "creates.log");
+    fs.mkdirSync(path.dirname(stateDir), { recursive: true });
+
+    const children = Array.from({ length: 4 }, () => {
+      const proc = spawn(TSX, [RACE_SCRIPT, stateDir, "chat-race", createLog], { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] });
+      let stderr = "";
+      proc.stderr!.on("data", (d) => (stderr += d));
+      const lines = createInterface({ input: proc.stdout! });
+      const ready = new Promise<void>((resolve) => lines.on("line", (l) => l === "ready" && resolve()));
+      const result = new Promise<{ pid: number; sessionId: string; created: boolean }>((resolve, reject) => {
+        lines.on("line", (l) => l.startsWith("{") && resolve(JSON.parse(l)));
+        proc.on("exit", (code) => reject(new Error(`contender exited with ${code}: ${stderr}`)));
+      });
+      return { proc, ready, result };
+    });
+    try {
+      await Promise.all(children.map((c) => c.ready));
+      for (const c of children) c.proc.stdin!.write("go\n");
+      const results = await Promise.all(children.map((c) => c.result));
+
+      const created = fs.readFileSync(createLog, "utf8").trim().split("\n");
+      expect(created).toHaveLength(1);
+      expect(results.map((r) => r.sessionId)).toEqual(Array(4).fill(created[0]));
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      expect(new Set(results.map((r) => r.pid)).size).toBe(4);
+      const map = readMapFile(stateDir);
+      expect(Object.keys(map)).toEqual(["chat-race"]);
+      expect(map["chat-race"]!.sessionId).toBe(created[0]);
+    } finally {
+      for (const c of children) if (c.proc.exitCode === null) c.proc.kill();
+    }
+  });
+});
