@@ -93,14 +93,17 @@ export class ChatService {
     await ensureUserSpace(space);
     const ep = await this.deps.runner.ensure(space);
     const session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
+    const runner = this.deps.runner;
     const lastUser = [...messages].reverse().find((m) => m.role === "user");
     const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : []), tools: NO_TOOLS, system: systemPrompt(messages) };
     return {
       sessionId: session.id,
-      run: async function* (signal) {
+      run: async function* (this: void, signal: AbortSignal) {
+        const inUse = runner.use(space);
         try {
           yield* runPrompt(ep, session.id, body, signal, log);
         } finally {
+          inUse();
           await ep.client.deleteSession(session.id, ep.directory).catch(() => {});
         }
       },
@@ -119,6 +122,7 @@ export class ChatService {
     releaseSlot: () => void,
   ): AsyncGenerator<TurnOutput> {
     let unlock = await this.sessionLocks.acquire(sessionId);
+    const inUse = this.deps.runner.use(space);
     try {
       try {
         yield* runPrompt(ep, sessionId, body, signal, req.log);
@@ -137,6 +141,7 @@ export class ChatService {
       }
     } finally {
       unlock();
+      inUse();
       releaseSlot();
     }
   }

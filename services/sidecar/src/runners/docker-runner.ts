@@ -64,9 +64,13 @@ interface Live {
   lastUsed: number;
 }
 
+/** Turns in flight per user hash; kept apart from `live` so a reconnect does not reset it. */
+type InUse = Map<string, number>;
+
 export class DockerRunner implements Runner {
   readonly mode = "docker";
   private readonly live = new Map<string, Live>();
+  private readonly inUse: InUse = new Map();
   private readonly locks = new KeyedMutex();
   private reaper?: NodeJS.Timeout;
   private networkReady?: Promise<void>;
@@ -130,6 +134,21 @@ export class DockerRunner implements Runner {
     }
   }
 
+  use(space: UserSpace): () => void {
+    const hash = space.hash;
+    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const left = (this.inUse.get(hash) ?? 1) - 1;
+      if (left > 0) this.inUse.set(hash, left);
+      else this.inUse.delete(hash);
+      const live = this.live.get(hash);
+      if (live) live.lastUsed = Date.now();
+    };
+  }
+
   async health(): Promise<RunnerHealth> {
     try {
       await this.opts.docker.ping();
@@ -145,14 +164,17 @@ export class DockerRunner implements Runner {
     for (const hash of [...this.live.keys()]) this.forget(hash);
   }
 
-  /** Stops runners idle for longer than the timeout, unless a session of theirs is busy. */
+  /**
+   * Stops runners idle for longer than the timeout: no turn of the sidecar's in flight, and
+   * no session busy in opencode (a run another sidecar started, or one still finishing).
+   */
   async stopIdle(now = Date.now()): Promise<string[]> {
     const stopped: string[] = [];
     for (const [hash, live] of [...this.live]) {
-      if (now - live.lastUsed < this.opts.idleTimeoutMs) continue;
+      if (now - live.lastUsed < this.opts.idleTimeoutMs || this.inUse.has(hash)) continue;
       const unlock = await this.locks.acquire(hash);
       try {
-        if (this.live.get(hash) !== live || now - live.lastUsed < this.opts.idleTimeoutMs) continue;
+        if (this.live.get(hash) !== live || now - live.lastUsed < this.opts.idleTimeoutMs || this.inUse.has(hash)) continue;
         if (await this.busy(live.endpoint)) continue;
         this.forget(hash);
         await this.opts.docker.getContainer(live.containerId).stop({ t: 10 }).catch(() => {});
@@ -262,6 +284,9 @@ export class DockerRunner implements Runner {
         NanoCpus: o.nanoCpus,
         PidsLimit: o.pidsLimit,
         ExtraHosts: ["host.docker.internal:host-gateway"],
+        // An init as PID 1: opencode gets SIGTERM on stop (PID 1 ignores it otherwise, and
+        // every stop would wait out the timeout) and the bash tool's orphans are reaped.
+        Init: true,
         RestartPolicy: { Name: "no" },
         PortBindings: {},
         PublishAllPorts: false,

@@ -70,6 +70,11 @@ export class LocalRunner implements Runner {
     return { ...endpoint, directory: space.workspaceDir };
   }
 
+  /** One process for everyone, never stopped for idleness: nothing to track. */
+  use(): () => void {
+    return () => {};
+  }
+
   async health(): Promise<RunnerHealth> {
     const ep = this.current?.endpoint;
     if (!ep) return { ready: false, detail: this.current ? "starting" : "not running" };

@@ -9,6 +9,8 @@
  * - `ensure(space)`: returns a ready endpoint for this user, starting or restarting whatever
  *   is needed. Concurrent calls for one user share one start. Throws RunnerUnavailableError
  *   (503) when the runner cannot become ready in time.
+ * - `use(space)`: marks the user's runner as in use until the returned function is called;
+ *   idle policies must not stop a runner in use (a turn can outlast any idle timeout).
  * - `health()`: cheap probe for /readyz; never starts anything.
  * - `stop()`: ends everything this runner started (never a user's data); idempotent.
  */
@@ -32,6 +34,7 @@ export interface Runner {
   readonly mode: string;
   start(): Promise<void>;
   ensure(space: UserSpace): Promise<RunnerEndpoint>;
+  use(space: UserSpace): () => void;
   health(): Promise<RunnerHealth>;
   stop(): Promise<void>;
 }

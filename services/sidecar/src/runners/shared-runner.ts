@@ -44,6 +44,11 @@ export class SharedRunner implements Runner {
     return { client: this.client, events: this.events, directory: space.workspaceDir };
   }
 
+  /** One process for everyone, never stopped for idleness: nothing to track. */
+  use(): () => void {
+    return () => {};
+  }
+
   async health(): Promise<RunnerHealth> {
     try {
       const h = await this.client.health(1500);

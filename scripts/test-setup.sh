@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Prepares this machine for `npm test`: a running Docker engine (installed from Debian's
+# packages when missing) and the runner image, built offline from local files unless
+# RUNNER_IMAGE_BUILD says otherwise. Idempotent: fast when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+{ ldd "$(command -v busybox 2>/dev/null || echo /nonexistent)" 2>&1 || true; } | grep -q 'not a dynamic' || need_pkgs+=(busybox-static)
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "test-setup: installing ${need_pkgs[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "test-setup: starting dockerd"
+  as_root sh -c 'nohup dockerd >/tmp/open-persona-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/open-persona-dockerd.log" >&2; tail -20 /tmp/open-persona-dockerd.log >&2; exit 1; }
+fi
+
+out="$(RUNNER_IMAGE_BUILD="${RUNNER_IMAGE_BUILD:-local}" bash services/runner/build-image.sh 2>&1)" || { echo "$out" >&2; exit 1; }
+# The legacy builder's deprecation notice is noise here.
+echo "$out" | grep -v -i -E 'deprecated|buildx|buildkit|^\s*$' || true

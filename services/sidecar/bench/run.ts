@@ -1,0 +1,352 @@
+/**
+ * Open Persona sidecar benchmark (`npm run bench`).
+ *
+ * What it answers: how much latency and CPU the sidecar adds on top of opencode itself.
+ * - Latency: the same prompts through the sidecar (a child process running dist/main.js)
+ *   and directly against a second, identically configured `opencode serve`, alternating.
+ * - Concurrency: many streaming chats over several users at once, with the sidecar's CPU
+ *   time and RSS read from /proc (its own process only, not its opencode child).
+ *
+ * The scripted model runs in this process: both paths share it, so it cannot favour either.
+ * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5).
+ * Prints a report and writes it as JSON to bench/results/latest.json.
+ */
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { say, startScriptedModel } from "../test/fixtures/scripted-model.js";
+import { scriptedEnv, tempDir } from "../test/helpers/harness.js";
+import { launchDirect, type DirectOpencode } from "./direct.js";
+import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
+import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
+import { median, p95, r2 } from "./stats.js";
+import type { Chat, TurnResult } from "./turn.js";
+
+function envInt(name: string, fallback: number, min: number, max: number): number {
+  const raw = process.env[name];
+  const n = raw ? Number(raw) : fallback;
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
+  return n;
+}
+
+const ITERATIONS = envInt("BENCH_ITERATIONS", 20, 1, 1000);
+const CONCURRENCY = envInt("BENCH_CONCURRENCY", 20, 1, 500);
+const USERS = envInt("BENCH_USERS", 5, 1, CONCURRENCY);
+/**
+ * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
+ * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
+ * iterations were still 2–3× slower.
+ */
+const WARMUP_CHATS = 5;
+/** Hard stop for the whole run, whatever hangs. */
+const BENCH_TIMEOUT_MS = 10 * 60_000;
+
+const SHORT_TEXT = "hello from the benchmark";
+const SHORT = say.text(SHORT_TEXT);
+const STREAM_TOKENS = 50;
+const STREAM = say.slow(STREAM_TOKENS, 5);
+const CONCURRENT = say.slow(STREAM_TOKENS, 10);
+const STREAM_TEXT = "tok ".repeat(STREAM_TOKENS);
+
+const TARGET_TTFT_MS = 5;
+const TARGET_PER_CHUNK_MS = 1;
+
+const API_KEY = `bench-${randomBytes(12).toString("hex")}`;
+const RESULTS_FILE = path.join(SIDECAR_DIR, "bench/results/latest.json");
+
+const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+
+/** Undone in reverse order, on success, error, signal or timeout. */
+const cleanups: Array<() => Promise<void> | void> = [];
+let cleaning: Promise<void> | undefined;
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    for (let fn = cleanups.pop(); fn; fn = cleanups.pop()) {
+      try {
+        await fn();
+      } catch (e) {
+        log(`cleanup step failed: ${(e as Error).message}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** The sidecar child runs dist/: rebuild when it is missing or older than src/. */
+function ensureBuilt(): void {
+  const main = path.join(SIDECAR_DIR, "dist/main.js");
+  if (fs.existsSync(main) && fs.statSync(main).mtimeMs >= newestMtime(path.join(SIDECAR_DIR, "src"))) return;
+  log("dist/ is missing or stale: npm run build");
+  const r = spawnSync("npm", ["run", "build"], { cwd: path.resolve(SIDECAR_DIR, "../.."), stdio: ["ignore", 2, 2] });
+  if (r.status !== 0) throw new Error(`npm run build failed (status ${r.status})`);
+}
+
+interface PathStats {
+  ttftP50: number;
+  ttftP95: number;
+  totalP50: number;
+  totalP95: number;
+  chunksP50: number;
+  ttftMs: number[];
+  totalMs: number[];
+}
+
+function summarize(results: TurnResult[]): PathStats {
+  const ttft = results.map((r) => r.ttftMs);
+  const total = results.map((r) => r.totalMs);
+  return {
+    ttftP50: r2(median(ttft)),
+    ttftP95: r2(p95(ttft)),
+    totalP50: r2(median(total)),
+    totalP95: r2(p95(total)),
+    chunksP50: median(results.map((r) => r.chunks)),
+    ttftMs: ttft.map(r2),
+    totalMs: total.map(r2),
+  };
+}
+
+function expectText(r: TurnResult, expected: string, what: string): TurnResult {
+  // opencode may trim the end of a text part; what matters is that every token arrived.
+  if (r.text.trimEnd() !== expected.trimEnd()) throw new Error(`${what}: unexpected text ${JSON.stringify(r.text.slice(0, 80))}`);
+  return r;
+}
+
+type PathName = "sidecar" | "direct";
+interface Samples {
+  short: TurnResult[];
+  stream: TurnResult[];
+}
+
+/** One chat per call: a short first turn (new chat), then a 50-token follow-up turn. */
+async function runChat(name: PathName, chat: Chat, into?: Samples): Promise<void> {
+  const short = expectText(await chat.turn(SHORT), SHORT_TEXT, `${name} short reply`);
+  const stream = expectText(await chat.turn(STREAM), STREAM_TEXT, `${name} ${STREAM_TOKENS}-token stream`);
+  into?.short.push(short);
+  into?.stream.push(stream);
+}
+
+async function latency(sidecarUrl: string, sidecarPid: number, direct: DirectOpencode, directDir: string) {
+  const newChat: Record<PathName, () => Chat> = {
+    sidecar: () => new SidecarChat(sidecarUrl, API_KEY, "bench-latency"),
+    direct: () => direct.newChat(directDir),
+  };
+  log(`warming up (${WARMUP_CHATS} chats per path)`);
+  for (let i = 0; i < WARMUP_CHATS; i++) for (const name of ["sidecar", "direct"] as const) await runChat(name, newChat[name]());
+
+  log(`latency: ${ITERATIONS} iterations, alternating sidecar/direct`);
+  const samples: Record<PathName, Samples> = { sidecar: { short: [], stream: [] }, direct: { short: [], stream: [] } };
+  const cpuBefore = cpuTimeMs(sidecarPid);
+  for (let i = 0; i < ITERATIONS; i++) {
+    // Alternate which path goes first so that drift (caches, GC, CPU clock) hits both alike.
+    const order: PathName[] = i % 2 === 0 ? ["sidecar", "direct"] : ["direct", "sidecar"];
+    for (const name of order) await runChat(name, newChat[name](), samples[name]);
+  }
+  const cpuMsPerTurn = (cpuTimeMs(sidecarPid) - cpuBefore) / (2 * ITERATIONS);
+
+  const stats = (kind: keyof Samples) => ({ direct: summarize(samples.direct[kind]), sidecar: summarize(samples.sidecar[kind]) });
+  const short = stats("short");
+  const stream = stats("stream");
+  const added = (s: { direct: PathStats; sidecar: PathStats }) => ({
+    ttftMs: r2(s.sidecar.ttftP50 - s.direct.ttftP50),
+    ttftRatio: r2(s.sidecar.ttftP50 / s.direct.ttftP50),
+    totalMs: r2(s.sidecar.totalP50 - s.direct.totalP50),
+    // Same iteration = seconds apart: other load on the machine hits both sides of a pair.
+    pairedTtftMs: r2(median(s.sidecar.ttftMs.map((t, i) => t - s.direct.ttftMs[i]!))),
+  });
+  return {
+    short: { prompt: "say.text (short reply), first turn of a new chat", ...short, added: added(short) },
+    stream: {
+      prompt: `say.slow(${STREAM_TOKENS}, 5), follow-up turn`,
+      ...stream,
+      added: { ...added(stream), perChunkMs: r2((stream.sidecar.totalP50 - stream.direct.totalP50) / stream.sidecar.chunksP50) },
+    },
+    sidecarCpuMsPerTurn: r2(cpuMsPerTurn),
+  };
+}
+
+async function concurrency(sidecarUrl: string, pid: number) {
+  const users = Array.from({ length: USERS }, (_, i) => `bench-user-${i + 1}`);
+  const chats = Array.from({ length: CONCURRENCY }, (_, i) => new SidecarChat(sidecarUrl, API_KEY, users[i % USERS]!));
+  // Open every chat first (one short turn each, one user's chats after another), which also
+  // warms each user's workspace. The measured turns are then concurrent streams, not a burst
+  // of session creations: those are serialized per user by the session map's lock and by
+  // opencode, and would dominate the numbers.
+  log(`concurrency: opening ${CONCURRENCY} chats for ${USERS} users`);
+  await Promise.all(
+    users.map(async (_, u) => {
+      for (let i = u; i < CONCURRENCY; i += USERS) await chats[i]!.turn(SHORT);
+    }),
+  );
+
+  log(`concurrency: ${CONCURRENCY} concurrent streams`);
+  const rssBefore = rssBytes(pid);
+  const cpuBefore = cpuTimeMs(pid);
+  const sampler = sampleRss(pid, 100);
+  const t0 = performance.now();
+  const outcomes = await Promise.allSettled(
+    chats.map((chat, i) => chat.turn(CONCURRENT).then((r) => expectText(r, STREAM_TEXT, `chat ${i}`))),
+  );
+  const wallMs = performance.now() - t0;
+  const cpuMs = cpuTimeMs(pid) - cpuBefore;
+  const { peakBytes, samples } = sampler.stop();
+  const rssAfter = rssBytes(pid);
+
+  const ok = outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : []));
+  const errors = outcomes.flatMap((o) => (o.status === "rejected" ? [(o.reason as Error).message] : []));
+  const ttft = ok.map((r) => r.ttftMs);
+  const mb = (b: number) => r2(b / 2 ** 20);
+  return {
+    chats: CONCURRENCY,
+    users: USERS,
+    prompt: `say.slow(${STREAM_TOKENS}, 10) as a follow-up turn`,
+    wallMs: r2(wallMs),
+    ttftP50: r2(median(ttft)),
+    ttftP95: r2(p95(ttft)),
+    totalP50: r2(median(ok.map((r) => r.totalMs))),
+    sidecarCpuMs: r2(cpuMs),
+    sidecarCpuPercentOfCore: r2((cpuMs / wallMs) * 100),
+    rssMb: { before: mb(rssBefore), peak: mb(Math.max(peakBytes, rssBefore, rssAfter)), after: mb(rssAfter), samples },
+    errors: errors.length,
+    errorMessages: errors.slice(0, 5),
+  };
+}
+
+type Latency = Awaited<ReturnType<typeof latency>>;
+type Concurrency = Awaited<ReturnType<typeof concurrency>>;
+
+interface Target {
+  name: string;
+  valueMs: number;
+  targetMs: number;
+  pass: boolean;
+}
+
+function targets(l: Latency): Target[] {
+  const t = (name: string, valueMs: number, targetMs: number) => ({ name, valueMs, targetMs, pass: valueMs < targetMs });
+  return [
+    t("added TTFT, short reply (new chat)", l.short.added.ttftMs, TARGET_TTFT_MS),
+    t(`added TTFT, ${STREAM_TOKENS}-token stream (follow-up)`, l.stream.added.ttftMs, TARGET_TTFT_MS),
+    t("added time per streamed chunk", l.stream.added.perChunkMs, TARGET_PER_CHUNK_MS),
+  ];
+}
+
+function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[]): string {
+  const f = (n: number) => n.toFixed(1).padStart(8);
+  const row = (label: string, s: PathStats) =>
+    `  ${label.padEnd(9)}${f(s.ttftP50)}${f(s.ttftP95)}${f(s.totalP50)}${f(s.totalP95)}${String(s.chunksP50).padStart(8)}`;
+  const signed = (n: number) => `${n >= 0 ? "+" : ""}${n.toFixed(2)} ms`;
+  const block = (title: string, s: { direct: PathStats; sidecar: PathStats; added: Latency["short"]["added"] }) => [
+    title,
+    `  ${"".padEnd(9)}${"TTFT p50".padStart(8)}${"p95".padStart(8)}${"total p50".padStart(10)}${"p95".padStart(6)}${"chunks".padStart(8)}`,
+    row("direct", s.direct),
+    row("sidecar", s.sidecar),
+    `  added: TTFT ${signed(s.added.ttftMs)} (×${s.added.ttftRatio.toFixed(2)}; paired median ${signed(s.added.pairedTtftMs)}), total ${signed(s.added.totalMs)}`,
+  ];
+  return [
+    `Open Persona sidecar benchmark — ${meta.date}`,
+    `node ${meta.node}, opencode ${meta.opencode}, ${meta.cpus} CPUs; ${ITERATIONS} iterations after ${WARMUP_CHATS} warm-up chats per path; times in ms`,
+    `load average (1 min) before the run: ${meta.loadBefore}${Number(meta.loadBefore) > Number(meta.cpus) / 2 ? " — the machine was busy: expect noisy numbers" : ""}`,
+    "",
+    ...block(`Short reply (${l.short.prompt})`, l.short),
+    "",
+    ...block(`Streaming (${l.stream.prompt})`, l.stream),
+    `  added per streamed chunk: ${l.stream.added.perChunkMs.toFixed(3)} ms ((total sidecar − total direct) / ${l.stream.sidecar.chunksP50} chunks)`,
+    `  sidecar CPU: ${l.sidecarCpuMsPerTurn.toFixed(1)} ms per turn`,
+    "",
+    "Targets (medians)",
+    ...goals.map((g) => `  ${g.pass ? "PASS" : "MISS"}  ${g.name}: ${g.valueMs.toFixed(3)} ms (target < ${g.targetMs} ms)`),
+    "",
+    `Concurrency: ${c.chats} streaming chats over ${c.users} users, ${c.prompt} each`,
+    `  wall time        ${c.wallMs.toFixed(0)} ms (one chat alone streams for ≥ ${STREAM_TOKENS * 10} ms)`,
+    `  TTFT             p50 ${c.ttftP50.toFixed(1)} ms, p95 ${c.ttftP95.toFixed(1)} ms; total p50 ${c.totalP50.toFixed(0)} ms`,
+    `  sidecar CPU      ${c.sidecarCpuMs.toFixed(0)} ms (${c.sidecarCpuPercentOfCore.toFixed(1)} % of one core over the wall time)`,
+    `  sidecar RSS      before ${c.rssMb.before} MB, peak ${c.rssMb.peak} MB, after ${c.rssMb.after} MB (${c.rssMb.samples} samples)`,
+    `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  // Other work on the machine is the main source of noise: record how busy it was.
+  const loadBefore = r2(os.loadavg()[0]!);
+  ensureBuilt();
+  const model = await startScriptedModel();
+  cleanups.push(() => model.close());
+
+  const env = scriptedEnv(model.baseURL, {
+    LOG_LEVEL: "info",
+    SIDECAR_API_KEYS: API_KEY,
+    // Measure throughput, not the per-user cap: allow every chat of the concurrency phase.
+    MAX_CONCURRENT_RUNS_PER_USER: String(Math.max(4, Math.ceil(CONCURRENCY / USERS))),
+  });
+  const sidecarRoot = path.dirname(env.WORKSPACE_ROOT!);
+  const directRoot = tempDir("op-bench-direct-");
+  const directDir = path.join(directRoot, "workspace");
+  fs.mkdirSync(directDir);
+  cleanups.push(() => {
+    for (const d of [sidecarRoot, directRoot]) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  log("starting the sidecar and the direct opencode");
+  // The direct server gets exactly the opencode settings the sidecar forwards to its runner.
+  const opencodeEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("OPENCODE_")));
+  const direct = await launchDirect(opencodeEnv, directRoot);
+  cleanups.push(() => direct.child.stop());
+  const sidecar = launchSidecar(env);
+  cleanups.push(() => sidecar.child.stop());
+  const [sidecarUrl, directServer] = await Promise.all([sidecar.ready, direct.ready]);
+  cleanups.push(() => directServer.close());
+  const pid = sidecar.child.pid;
+
+  const lat = await latency(sidecarUrl, pid, directServer, directDir);
+  const conc = await concurrency(sidecarUrl, pid);
+  const goals = targets(lat);
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    opencode: (await directServer.health()).version ?? "?",
+    cpus: os.cpus().length,
+    loadBefore,
+    iterations: ITERATIONS,
+    warmupChats: WARMUP_CHATS,
+  };
+
+  process.stdout.write(render(meta, lat, conc, goals) + "\n");
+  fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
+  fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, latency: lat, concurrency: conc, targets: goals }, null, 2) + "\n");
+  log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    log(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+const watchdog = setTimeout(() => {
+  log(`still running after ${BENCH_TIMEOUT_MS / 1000} s: giving up`);
+  void cleanup().finally(() => process.exit(1));
+}, BENCH_TIMEOUT_MS);
+
+let exitCode = 0;
+try {
+  await main();
+} catch (e) {
+  // Once a signal or the watchdog started the cleanup, failures are its echo: stay quiet.
+  if (!cleaning) log(`failed: ${(e as Error).stack ?? String(e)}`);
+  exitCode = 1;
+}
+clearTimeout(watchdog);
+await cleanup();
+// Pooled keep-alive sockets would hold the event loop open a little longer: end now.
+process.exit(exitCode);

@@ -1,0 +1,218 @@
+/**
+ * RUNNER_MODE=docker against a real Docker engine (scripts/test-setup.sh starts one and builds
+ * the runner image). Each run uses its own network and user ids, and removes what it made.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { randomUUID } from "node:crypto";
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DockerRunner, LABEL_MANAGED, LABEL_USER } from "../../src/runners/docker-runner.js";
+import { userHash } from "../../src/workspace/user-space.js";
+import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { readSse, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
+
+const docker = new Docker({ socketPath: "/var/run/docker.sock" });
+const RUN = randomUUID().slice(0, 8);
+const NETWORK = `op-test-${RUN}`;
+const GATEWAY_KEY = `gw-${RUN}`;
+const users: string[] = [];
+const user = (name: string) => {
+  const id = `${name}-${RUN}@example.com`;
+  users.push(id);
+  return id;
+};
+
+let model: ScriptedModel;
+let root: string;
+
+/** Env for a docker-mode sidecar; the model is reached as host.docker.internal. */
+function dockerEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const config = scriptedOpencodeConfig(`http://host.docker.internal:${model.port}/v1`);
+  return {
+    RUNNER_MODE: "docker",
+    RUNNER_NETWORK: NETWORK,
+    RUNNER_MEMORY: "768m",
+    RUNNER_CPUS: "1",
+    RUNNER_PIDS: "256",
+    RUNNER_IDLE_TIMEOUT: "0",
+    WORKSPACE_ROOT: path.join(root, "workspaces"),
+    STATE_ROOT: path.join(root, "state"),
+    SIDECAR_API_KEYS: GATEWAY_KEY,
+    OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
+    OPENCODE_DISABLE_MODELS_FETCH: "1",
+    LOG_LEVEL: "debug",
+    ...extra,
+  };
+}
+
+async function chat(sc: InProcessSidecar, userId: string, content: string, chatId = randomUUID()) {
+  const res = await fetch(`${sc.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: {
+      Authorization: `Bearer ${GATEWAY_KEY}`,
+      "Content-Type": "application/json",
+      "X-OpenWebUI-User-Id": encodeURIComponent(userId),
+      "X-OpenWebUI-Chat-Id": chatId,
+    },
+    body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content }] }),
+  });
+  if (res.status !== 200) return { status: res.status, text: "", error: (await res.json()).error as { message: string } };
+  const payloads = (await readSse(res)).filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
+  const text = payloads.map((p) => p.choices?.[0]?.delta?.content ?? "").join("");
+  return { status: 200, text, error: payloads.find((p) => p.error)?.error as { message: string } | undefined };
+}
+
+const containersOf = (userId: string) =>
+  docker.listContainers({ all: true, filters: { label: [`${LABEL_USER}=${userHash(userId)}`] } });
+const workspace = (userId: string) => path.join(root, "workspaces", userHash(userId));
+/** What the model was handed back as the output of the last tool it called for `marker`. */
+const toolOutput = (marker: string) =>
+  model.requests
+    .filter((r) => r.lastUserText.includes(marker))
+    .flatMap((r) => r.body.messages.filter((m) => m.role === "tool").map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))))
+    .join("\n");
+
+beforeAll(async () => {
+  await docker.ping();
+  model = await startScriptedModel(0, "0.0.0.0");
+  root = tempDir("op-docker-");
+});
+
+afterAll(async () => {
+  for (const id of users) {
+    for (const c of await containersOf(id)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
+    await docker.getVolume(DockerRunner.volumeName(userHash(id))).remove().catch(() => {});
+  }
+  await docker.getNetwork(NETWORK).remove().catch(() => {});
+  await model?.close();
+});
+
+describe("one container per user", () => {
+  let sc: InProcessSidecar;
+  const alice = user("alice");
+  const bob = user("bob");
+  const aliceChat = randomUUID();
+
+  beforeAll(async () => {
+    sc = await startSidecar(dockerEnv());
+  });
+  afterAll(async () => sc?.close());
+
+  it("gives two users two containers, each writing only into its own workspace", async () => {
+    expect((await chat(sc, alice, say.write("secret.txt", "alice-secret"), aliceChat)).text).toContain("wrote secret.txt");
+    expect((await chat(sc, bob, say.write("secret.txt", "bob-secret"))).text).toContain("wrote secret.txt");
+    expect(fs.readFileSync(path.join(workspace(alice), "secret.txt"), "utf8")).toBe("alice-secret");
+    expect(fs.readFileSync(path.join(workspace(bob), "secret.txt"), "utf8")).toBe("bob-secret");
+    const [a, b] = [await containersOf(alice), await containersOf(bob)];
+    expect(a).toHaveLength(1);
+    expect(b).toHaveLength(1);
+    expect(a[0]!.Names[0]).toBe(`/open-persona-runner-${userHash(alice)}`);
+    expect(a[0]!.Labels[LABEL_MANAGED]).toBe("true");
+  });
+
+  it("does not let one user's agent read another user's files, even through bash", async () => {
+    const bobFile = path.join(workspace(bob), "secret.txt");
+    const probe = `probe-${randomUUID()}`;
+    // opencode's external_directory rule is a static check: hide the paths from it, as an
+    // attacker would, so that only the container boundary stands in the way.
+    const hidden = (p: string) => `$(echo ${Buffer.from(p).toString("base64")} | base64 -d)`;
+    await chat(
+      sc,
+      alice,
+      say.bash(`echo ${probe}; cat ${hidden(bobFile)}; ls ${hidden("/workspace/..")}; cat ${hidden(`/workspace/../${userHash(bob)}/secret.txt`)}`),
+    );
+    const out = toolOutput(probe);
+    expect(out).toContain(probe);
+    expect(out).not.toContain("bob-secret");
+    expect(out).toMatch(/No such file/);
+  });
+
+  it("applies the limits, a non-root user and dropped capabilities", async () => {
+    const [c] = await containersOf(alice);
+    const info = await docker.getContainer(c!.Id).inspect();
+    expect(info.Config.User).toBe("1000:1000");
+    expect(info.HostConfig.Memory).toBe(768 * 1024 * 1024);
+    expect(info.HostConfig.NanoCpus).toBe(1e9);
+    expect(info.HostConfig.PidsLimit).toBe(256);
+    expect(info.HostConfig.CapDrop).toEqual(["ALL"]);
+    expect(info.HostConfig.SecurityOpt).toContain("no-new-privileges");
+    expect(info.HostConfig.ReadonlyRootfs).toBe(true);
+    expect(Object.keys(info.HostConfig.PortBindings ?? {})).toHaveLength(0);
+    // Only the user's own workspace and data volume: never the workspace root or the socket.
+    const sources = info.Mounts.map((m) => m.Source);
+    expect(info.Mounts).toHaveLength(2);
+    expect(sources).toContain(workspace(alice));
+    expect(sources.some((s) => s.includes("docker.sock"))).toBe(false);
+    expect(info.Mounts.find((m) => m.Destination === "/data")!.Name).toBe(DockerRunner.volumeName(userHash(alice)));
+
+    // And the agent really runs that way: ask it.
+    const probe = `whoami-${randomUUID()}`;
+    await chat(sc, alice, say.bash(`echo ${probe}; id -u; P=/pr; grep CapEff \${P}oc/self/status`));
+    const out = toolOutput(probe);
+    expect(out).toMatch(/^1000$/m);
+    expect(out).toMatch(/^CapEff:\s+0000000000000000$/m);
+  });
+
+  it("creates one container for concurrent first requests of a new user", async () => {
+    const carol = user("carol");
+    const results = await Promise.all([1, 2, 3].map(() => chat(sc, carol, say.text("hi"))));
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(await containersOf(carol)).toHaveLength(1);
+  });
+
+  it("adopts running containers after a sidecar restart and continues the chat's session", async () => {
+    const before = await containersOf(alice);
+    await sc.close();
+    sc = await startSidecar(dockerEnv());
+    const r = await chat(sc, alice, say.countTurns(), aliceChat);
+    expect(r.text).toBe("turns=2");
+    const after = await containersOf(alice);
+    expect(after.map((c) => c.Id)).toEqual(before.map((c) => c.Id));
+  });
+
+  it("recreates a killed or removed container on the next request, with the session intact", async () => {
+    const [c] = await containersOf(alice);
+    await docker.getContainer(c!.Id).kill();
+    expect((await chat(sc, alice, say.countTurns(), aliceChat)).text).toBe("turns=3");
+
+    const [again] = await containersOf(alice);
+    await docker.getContainer(again!.Id).remove({ force: true });
+    expect((await chat(sc, alice, say.countTurns(), aliceChat)).text).toBe("turns=4");
+    const now = await containersOf(alice);
+    expect(now).toHaveLength(1);
+    expect(now[0]!.Id).not.toBe(again!.Id);
+  });
+});
+
+describe("idle runners and missing images", () => {
+  it("stops an idle runner and keeps its data", async () => {
+    const sc = await startSidecar(dockerEnv({ RUNNER_IDLE_TIMEOUT: "2" }));
+    const dave = user("dave");
+    const chatId = randomUUID();
+    try {
+      await chat(sc, dave, say.write("kept.txt", "still here"), chatId);
+      const [c] = await containersOf(dave);
+      await waitFor(async () => !(await docker.getContainer(c!.Id).inspect()).State.Running, 20_000, "idle stop");
+      expect(fs.readFileSync(path.join(workspace(dave), "kept.txt"), "utf8")).toBe("still here");
+      expect(await docker.getVolume(DockerRunner.volumeName(userHash(dave))).inspect()).toBeTruthy();
+      // The next request brings it back, with the chat's context.
+      const back = await chat(sc, dave, say.countTurns(), chatId);
+      expect(back.error).toBeUndefined();
+      expect(back.text).toBe("turns=2");
+    } finally {
+      await sc.close();
+    }
+  });
+
+  it("answers 503 with a clear message when the runner image does not exist", async () => {
+    const sc = await startSidecar(dockerEnv({ RUNNER_IMAGE: `open-persona-runner:missing-${RUN}` }));
+    try {
+      const r = await chat(sc, user("erin"), say.text("hi"));
+      expect(r.status).toBe(503);
+      expect(r.error!.message).toMatch(/image .* not found/i);
+    } finally {
+      await sc.close();
+    }
+  });
+});
