@@ -1,8 +1,14 @@
 /**
- * The chat → opencode session map, one JSON file per user under STATE_ROOT. Reads and
- * writes happen under a file lock (proper-lockfile) that also holds across sidecar
- * processes, so concurrent first requests for one chat create exactly one session.
+ * The chat → opencode session map, one JSON file per user under STATE_ROOT.
+ *
+ * Two kinds of file lock (proper-lockfile; they hold across sidecar processes too):
+ * - a lock per chat, held while that chat's session is created, so concurrent first
+ *   requests for one chat create exactly one session — without making a user's other new
+ *   chats wait for it (creating a session can take a second);
+ * - a lock per user map, held only for its read-modify-write.
+ * Writes are atomic renames, so a plain read never sees a half-written map.
  */
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import lockfile from "proper-lockfile";
@@ -19,16 +25,17 @@ export class SessionStore {
   private readonly local = new Map<string, Promise<unknown>>();
 
   /**
-   * Returns the session for `chatKey`, creating it with `create` under the lock when absent.
+   * Returns the session for `chatKey`, creating it with `create` when absent.
    * `create` runs at most once per chat, whatever the concurrency.
    */
   async getOrCreate(stateDir: string, chatKey: string, create: () => Promise<string>): Promise<{ sessionId: string; created: boolean }> {
-    return this.withLock(stateDir, async (map, save) => {
-      const found = map[chatKey];
+    const existing = (await readMap(fileOf(stateDir)))[chatKey];
+    if (existing) return { sessionId: existing.sessionId, created: false };
+    return this.withLock(chatLockOf(stateDir, chatKey), async () => {
+      const found = (await readMap(fileOf(stateDir)))[chatKey];
       if (found) return { sessionId: found.sessionId, created: false };
       const sessionId = await create();
-      map[chatKey] = { sessionId, createdAt: new Date().toISOString() };
-      await save(map);
+      await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
       return { sessionId, created: true };
     });
   }
@@ -38,12 +45,11 @@ export class SessionStore {
    * did: `staleId` is the id the caller found missing.
    */
   async replace(stateDir: string, chatKey: string, staleId: string, create: () => Promise<string>): Promise<string> {
-    return this.withLock(stateDir, async (map, save) => {
-      const current = map[chatKey];
+    return this.withLock(chatLockOf(stateDir, chatKey), async () => {
+      const current = (await readMap(fileOf(stateDir)))[chatKey];
       if (current && current.sessionId !== staleId) return current.sessionId;
       const sessionId = await create();
-      map[chatKey] = { sessionId, createdAt: new Date().toISOString() };
-      await save(map);
+      await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
       return sessionId;
     });
   }
@@ -52,32 +58,45 @@ export class SessionStore {
     return (await readMap(fileOf(stateDir)))[chatKey]?.sessionId;
   }
 
-  private async withLock<T>(stateDir: string, fn: (map: SessionMap, save: (m: SessionMap) => Promise<void>) => Promise<T>): Promise<T> {
+  private update(stateDir: string, change: (map: SessionMap) => void): Promise<void> {
     const file = fileOf(stateDir);
-    const prev = this.local.get(file) ?? Promise.resolve();
+    return this.withLock(file, async () => {
+      const map = await readMap(file);
+      change(map);
+      await writeAtomic(file, JSON.stringify(map, null, 2));
+    });
+  }
+
+  /** Runs `fn` holding the lock on `target` (a file path; the lock is `${target}.lock`). */
+  private async withLock<T>(target: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.local.get(target) ?? Promise.resolve();
     const run = prev.catch(() => {}).then(async () => {
-      await fs.mkdir(stateDir, { recursive: true });
-      const release = await lockfile.lock(stateDir, {
-        lockfilePath: `${file}.lock`,
+      await fs.mkdir(path.dirname(target), { recursive: true });
+      const release = await lockfile.lock(target, {
+        lockfilePath: `${target}.lock`,
+        realpath: false,
         // A lock whose holder died is taken over after `stale` ms (its mtime stops updating).
         stale: 15_000,
-        retries: { retries: 100, minTimeout: 20, maxTimeout: 250, factor: 1.5 },
+        retries: { retries: 200, minTimeout: 10, maxTimeout: 250, factor: 1.5 },
       });
       try {
-        return await fn(await readMap(file), (m) => writeAtomic(file, JSON.stringify(m, null, 2)));
+        return await fn();
       } finally {
         await release();
       }
     });
-    this.local.set(file, run);
+    this.local.set(target, run);
     try {
       return await run;
     } finally {
-      if (this.local.get(file) === run) this.local.delete(file);
+      if (this.local.get(target) === run) this.local.delete(target);
     }
   }
 }
 
+const record = (sessionId: string): SessionRecord => ({ sessionId, createdAt: new Date().toISOString() });
+const chatLockOf = (stateDir: string, chatKey: string) =>
+  path.join(stateDir, "chat-locks", createHash("sha256").update(chatKey).digest("hex").slice(0, 32));
 const fileOf = (stateDir: string) => path.join(stateDir, "sessions.json");
 
 async function readMap(file: string): Promise<SessionMap> {

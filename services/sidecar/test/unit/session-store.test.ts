@@ -62,7 +62,9 @@ describe("SessionStore in one process", () => {
     await expect(store.getOrCreate(stateDir, "chat", async () => Promise.reject(new Error("runner down")))).rejects.toThrow("runner down");
     expect(await store.get(stateDir, "chat")).toBeUndefined();
     expect(await store.getOrCreate(stateDir, "chat", async () => "ses_ok")).toEqual({ sessionId: "ses_ok", created: true });
-    expect(fs.readdirSync(stateDir).sort()).toEqual(["sessions.json"]); // no lock or temp file left behind
+    // No lock or temp file left behind (the per-chat lock directory stays, empty).
+    expect(fs.readdirSync(stateDir).sort()).toEqual(["chat-locks", "sessions.json"]);
+    expect(fs.readdirSync(`${stateDir}/chat-locks`)).toEqual([]);
   });
 
   it("replace swaps a stale id, and keeps one that someone already replaced", async () => {
