@@ -201,7 +201,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
 
   const runnerEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
-    if (v !== undefined && RUNNER_ENV_PATTERN.test(k) && !SIDECAR_ONLY.has(k)) runnerEnv[k] = v;
+    // Empty values (compose passes unset variables as "") would read as configured keys.
+    if (v && RUNNER_ENV_PATTERN.test(k) && !SIDECAR_ONLY.has(k)) runnerEnv[k] = v;
   }
 
   const workspaceRoot = path.resolve(cwd, env.WORKSPACE_ROOT || "./data/workspaces");
