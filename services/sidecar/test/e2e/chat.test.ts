@@ -18,7 +18,7 @@ const LOCAL = userHash("local");
 
 beforeAll(async () => {
   model = await startScriptedModel();
-  sidecar = await startSidecar(scriptedEnv(model.baseURL));
+  sidecar = await startSidecar(scriptedEnv(model.baseURL, { SSE_KEEPALIVE_MS: "300" }));
   client = new OpenAI({ baseURL: `${sidecar.url}/v1`, apiKey: "unused-on-loopback" });
 });
 afterAll(async () => {
@@ -133,6 +133,22 @@ describe("streaming", () => {
     );
     expect(r.choices[0]!.message.content).toBe("ran it");
     expect(fs.readFileSync(path.join(sidecar.config.workspaceRoot, LOCAL, "made-by-bash.txt"), "utf8").trim()).toBe("from-bash");
+  });
+});
+
+describe("keep-alive", () => {
+  it("sends SSE comments while the agent is silent, then the answer", async () => {
+    const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...chat() },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.hang(1500) }] }),
+    });
+    const events = await readSse(res);
+    const firstData = events.findIndex((e) => e.data);
+    const comments = events.filter((e, i) => e.comment === "keep-alive" && i < events.findIndex((x) => x.data?.includes("woke up")));
+    expect(comments.length).toBeGreaterThanOrEqual(2);
+    expect(firstData).toBeGreaterThanOrEqual(0);
+    expect(events.map((e) => e.data ?? "").join("")).toContain("woke up");
   });
 });
 

@@ -128,6 +128,17 @@ describe("one container per user", () => {
     expect(out).toMatch(/No such file/);
   });
 
+  it("does not let one user's agent drive another user's opencode server", async () => {
+    const probe = `drive-${randomUUID()}`;
+    const bobRunner = `http://open-persona-runner-${userHash(bob)}:4096`;
+    await chat(sc, alice, say.bash(`echo ${probe}; wget -q -O- ${bobRunner}/session 2>&1; wget -q -O- ${bobRunner}/global/health 2>&1`));
+    const out = toolOutput(probe);
+    expect(out).toContain(probe);
+    // The name resolves on the shared network, but every route wants Bob's runner password.
+    expect(out).toMatch(/401 Unauthorized/);
+    expect(out).not.toContain('"healthy"');
+  });
+
   it("applies the limits, a non-root user and dropped capabilities", async () => {
     const [c] = await containersOf(alice);
     const info = await docker.getContainer(c!.Id).inspect();

@@ -123,4 +123,15 @@ describe("Open WebUI background tasks", () => {
     expect(sessionMap()[chatId]!.sessionId).toBe(sessionBefore);
     expect(await ask(say.countTurns(), h)).toBe("turns=2");
   });
+
+  it("treats a request carrying the X-OpenWebUI-Task header ({{TASK}} template) as a task", async () => {
+    const chatId = randomUUID();
+    const h = { "X-OpenWebUI-Chat-Id": chatId };
+    await ask(say.text("chat"), h);
+    const n = model.requests.length;
+    // An admin-customised prompt that does not start with "### Task:".
+    expect(await ask(say.text("🙂"), { ...h, "X-OpenWebUI-Task": "emoji_generation" })).toBe("🙂");
+    expect(model.requests.slice(n).every((r) => (r.body.tools ?? []).length === 0)).toBe(true);
+    expect(await ask(say.countTurns(), h)).toBe("turns=2");
+  });
 });
