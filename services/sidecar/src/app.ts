@@ -10,11 +10,14 @@ import { authenticate, errorHandler, notFound, requestContext } from "./http/mid
 import { listModels } from "./http/models.js";
 import type { Logger } from "./log/logger.js";
 import type { Runner } from "./runners/runner.js";
+import type { SyncService } from "./sync/sync-service.js";
+import { syncStatus } from "./http/sync-status.js";
 
 export interface AppDeps {
   auth: Authenticator;
   chat: ChatService;
   runner: Runner;
+  sync?: SyncService;
   log: Logger;
   maxBodyBytes: number;
   keepAliveMs: number;
@@ -37,6 +40,7 @@ export function createApp(deps: AppDeps): Express {
   const v1 = express.Router();
   v1.use(authenticate(deps.auth));
   v1.get("/models", listModels);
+  v1.get("/sync/status", syncStatus(deps.sync));
   v1.post("/chat/completions", express.json({ limit: deps.maxBodyBytes, type: () => true }), chatCompletions(deps));
   app.use("/v1", v1);
   app.use(notFound);

@@ -1,14 +1,10 @@
 /**
- * Entry point: configuration → logger → runner → HTTP server, and an orderly shutdown that
+ * Entry point: configuration → logger → sidecar → HTTP server, and an orderly shutdown that
  * leaves no opencode process behind.
  */
-import { createApp } from "./app.js";
-import { Authenticator } from "./auth/identity.js";
-import { ChatService } from "./chat/chat-service.js";
 import { ConfigError, loadConfig, type Config } from "./config/config.js";
 import { createLogger } from "./log/logger.js";
-import { createRunner } from "./runners/registry.js";
-import { SessionStore } from "./sessions/session-store.js";
+import { buildSidecar } from "./sidecar.js";
 
 let config: Config;
 try {
@@ -22,22 +18,16 @@ try {
 }
 
 const log = createLogger(config.logLevel);
-const runner = createRunner(config, log);
-const chat = new ChatService({
-  runner,
-  store: new SessionStore(),
-  workspaceRoot: config.workspaceRoot,
-  stateRoot: config.stateRoot,
-  maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
-});
-const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret });
-const app = createApp({ auth, chat, runner, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
+const sidecar = buildSidecar(config, log);
 
-await runner.start();
-const server = app.listen(config.port, config.host, () => {
+await sidecar.start();
+const server = sidecar.app.listen(config.port, config.host, () => {
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
-  log.info({ host: config.host, port, runner: runner.mode, auth: auth.open ? "none (loopback only)" : "keys" }, "open-persona sidecar listening");
+  log.info(
+    { host: config.host, port, runner: sidecar.runner.mode, auth: sidecar.auth.open ? "none (loopback only)" : "keys", sync: !!sidecar.sync },
+    "open-persona sidecar listening",
+  );
 });
 server.on("error", (e) => {
   log.fatal({ err: e.message }, "cannot listen");
@@ -51,7 +41,7 @@ async function shutdown(code: number): Promise<void> {
   log.info("shutting down");
   server.close();
   server.closeAllConnections();
-  await runner.stop().catch((e) => log.error({ err: (e as Error).message }, "runner stop failed"));
+  await sidecar.stop().catch((e) => log.error({ err: (e as Error).message }, "shutdown failed"));
   process.exit(code);
 }
 process.on("SIGTERM", () => void shutdown(0));

@@ -11,6 +11,7 @@ import type { Runner, RunnerEndpoint } from "../runners/runner.js";
 import { ConcurrencyLimiter } from "../limits/concurrency.js";
 import { KeyedMutex } from "../sessions/keyed-mutex.js";
 import type { SessionStore } from "../sessions/session-store.js";
+import type { WorkspaceObserver } from "../sync/sync-service.js";
 import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
 import { runPrompt } from "./agent-run.js";
 import { history, latestUserTurn, systemPrompt, textOf, toPromptParts, transcript } from "./conversation.js";
@@ -39,6 +40,8 @@ export interface ChatServiceDeps {
   workspaceRoot: string;
   stateRoot: string;
   maxConcurrentRunsPerUser: number;
+  /** Told when a user's runner is used and when a turn ends (knowledge-base sync). */
+  observer?: WorkspaceObserver;
 }
 
 /** Background tasks get a throwaway session in which every tool is denied. */
@@ -66,6 +69,7 @@ export class ChatService {
       const space = this.space(req.identity);
       await ensureUserSpace(space);
       const ep = await this.deps.runner.ensure(space);
+      this.deps.observer?.attach(req.identity, space, ep);
       const earlier = history(req.messages);
       const title = titleFor(req.messages);
       const { sessionId, created } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
@@ -143,6 +147,7 @@ export class ChatService {
       unlock();
       inUse();
       releaseSlot();
+      this.deps.observer?.turnEnded(req.identity, space);
     }
   }
 

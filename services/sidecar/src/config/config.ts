@@ -40,6 +40,18 @@ export interface Config {
   /** How long to wait for a runner to become healthy. */
   runnerStartTimeoutMs: number;
   docker: DockerRunnerConfig;
+  /** Knowledge-base sync; off unless OPENWEBUI_URL and OPENWEBUI_API_KEY are both set. */
+  sync?: SyncConfig;
+}
+
+export interface SyncConfig {
+  openwebuiUrl: string;
+  apiKey: string;
+  kbPrefix: string;
+  maxBytes: number;
+  debounceMs: number;
+  maxBackoffMs: number;
+  allowHtml: boolean;
 }
 
 /** `docker` mode settings (see runners/docker-runner.ts). */
@@ -212,7 +224,24 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   if (isInside(stateRoot, workspaceRoot)) throw new ConfigError("STATE_ROOT", "must not be inside WORKSPACE_ROOT");
   if (isInside(workspaceRoot, stateRoot)) throw new ConfigError("WORKSPACE_ROOT", "must not be inside STATE_ROOT");
 
+  const openwebuiUrl = url(env, "OPENWEBUI_URL");
+  if (!!openwebuiUrl !== !!env.OPENWEBUI_API_KEY) {
+    throw new ConfigError(openwebuiUrl ? "OPENWEBUI_API_KEY" : "OPENWEBUI_URL", "knowledge-base sync needs both OPENWEBUI_URL and OPENWEBUI_API_KEY");
+  }
+  const sync: SyncConfig | undefined = openwebuiUrl
+    ? {
+        openwebuiUrl,
+        apiKey: env.OPENWEBUI_API_KEY!,
+        kbPrefix: env.OPENWEBUI_KB_PREFIX ?? "workspace-",
+        maxBytes: int(env, "OPENWEBUI_SYNC_MAX_BYTES", 5 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+        debounceMs: int(env, "OPENWEBUI_SYNC_DEBOUNCE_MS", 750, 0, 60_000),
+        maxBackoffMs: int(env, "OPENWEBUI_SYNC_MAX_BACKOFF_MS", 60_000, 100, 3_600_000),
+        allowHtml: oneOf(env, "OPENWEBUI_SYNC_ALLOW_HTML", ["true", "false"] as const, "false") === "true",
+      }
+    : undefined;
+
   return {
+    sync,
     port: int(env, "PORT", 8000, 0, 65535),
     host,
     workspaceRoot,

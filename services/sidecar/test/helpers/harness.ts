@@ -11,14 +11,11 @@ import { Writable } from "node:stream";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Server } from "node:http";
-import { createApp } from "../../src/app.js";
-import { Authenticator } from "../../src/auth/identity.js";
-import { ChatService } from "../../src/chat/chat-service.js";
 import { loadConfig, type Config } from "../../src/config/config.js";
 import { createLogger } from "../../src/log/logger.js";
-import { createRunner } from "../../src/runners/registry.js";
 import type { Runner } from "../../src/runners/runner.js";
-import { SessionStore } from "../../src/sessions/session-store.js";
+import { buildSidecar } from "../../src/sidecar.js";
+import type { SyncService } from "../../src/sync/sync-service.js";
 import { scriptedOpencodeConfig } from "../fixtures/scripted-model.js";
 
 export const SIDECAR_DIR = fileURLToPath(new URL("../..", import.meta.url));
@@ -45,6 +42,7 @@ export interface InProcessSidecar {
   url: string;
   config: Config;
   runner: Runner;
+  sync?: SyncService;
   logs: string[];
   close(): Promise<void>;
 }
@@ -58,31 +56,22 @@ export async function startSidecar(env: Record<string, string>): Promise<InProce
       cb();
     },
   });
-  const log = createLogger(config.logLevel, sink);
-  const runner = createRunner(config, log);
-  const chat = new ChatService({
-    runner,
-    store: new SessionStore(),
-    workspaceRoot: config.workspaceRoot,
-    stateRoot: config.stateRoot,
-    maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
-  });
-  const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret });
-  const app = createApp({ auth, chat, runner, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
-  await runner.start();
+  const sidecar = buildSidecar(config, createLogger(config.logLevel, sink));
+  await sidecar.start();
   const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, "127.0.0.1", () => resolve(s));
+    const s = sidecar.app.listen(0, "127.0.0.1", () => resolve(s));
   });
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://127.0.0.1:${port}`,
     config,
-    runner,
+    runner: sidecar.runner,
+    sync: sidecar.sync,
     logs,
     close: async () => {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
-      await runner.stop();
+      await sidecar.stop();
     },
   };
 }

@@ -1,0 +1,116 @@
+/**
+ * What may leave a workspace for the knowledge base. Never: anything outside the workspace
+ * (symlinks resolved), the agent's and the sidecar's own files, `.git/`, paths a
+ * `.gitignore` matches, secrets, files over the size cap, and (unless allowed) HTML/SVG,
+ * which Open WebUI's previewers have rendered unsafely before.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import ignore, { type Ignore } from "ignore";
+
+export type Verdict = { sync: true; realPath: string; size: number } | { sync: false; reason: string };
+
+export interface SyncFilterOptions {
+  maxBytes: number;
+  allowHtml: boolean;
+}
+
+/** Directories never synced, wherever they appear. */
+const SKIP_DIRS = new Set([".git", ".opencode", "node_modules", ".venv", "__pycache__"]);
+
+/** Secrets by name: .env files, keys, certificates, credential stores. */
+const SECRET_NAMES: RegExp[] = [
+  /^\.env(\..*)?$/i,
+  /\.(pem|key|p12|pfx|jks|keystore|crt|cer|der|kdbx|gpg|asc)$/i,
+  /^id_(rsa|dsa|ecdsa|ed25519)(\.pub)?$/i,
+  /^\.?(credentials|secrets?)(\.[a-z]+)?$/i,
+  /^\.(netrc|npmrc|pypirc|pgpass|htpasswd|git-credentials)$/i,
+  /(^|[-_.])(credentials|service-account)[-_.].*\.json$/i,
+];
+
+const HTML_LIKE = /\.(html?|xhtml|svg|svgz)$/i;
+
+export class SyncFilter {
+  private readonly ignoreCache = new Map<string, { mtimeMs: number; ig: Ignore }>();
+
+  constructor(private readonly opts: SyncFilterOptions) {}
+
+  /** The workspace-relative path of `abs`, or undefined when it lies outside. */
+  relative(workspace: string, abs: string): string | undefined {
+    const rel = path.relative(workspace, abs);
+    if (!rel || rel === ".." || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return undefined;
+    return rel.split(path.sep).join("/");
+  }
+
+  /** Name-only checks (no I/O): usable for paths that no longer exist. */
+  byName(rel: string): Verdict | undefined {
+    const parts = rel.split("/");
+    if (parts.some((p) => SKIP_DIRS.has(p))) return { sync: false, reason: "tool or VCS directory" };
+    const base = parts.at(-1)!;
+    if (SECRET_NAMES.some((re) => re.test(base))) return { sync: false, reason: "looks like a secret" };
+    if (!this.opts.allowHtml && HTML_LIKE.test(base)) return { sync: false, reason: "HTML/SVG is not synced (OPENWEBUI_SYNC_ALLOW_HTML)" };
+    return undefined;
+  }
+
+  async check(workspace: string, rel: string): Promise<Verdict> {
+    const named = this.byName(rel);
+    if (named) return named;
+    if (await this.ignored(workspace, rel)) return { sync: false, reason: "matched by .gitignore" };
+    const abs = path.join(workspace, rel);
+    let real: string;
+    let realRoot: string;
+    try {
+      [real, realRoot] = await Promise.all([fs.realpath(abs), fs.realpath(workspace)]);
+    } catch {
+      return { sync: false, reason: "gone" };
+    }
+    if (this.relative(realRoot, real) === undefined) return { sync: false, reason: "resolves outside the workspace" };
+    const st = await fs.stat(real).catch(() => undefined);
+    if (!st) return { sync: false, reason: "gone" };
+    if (!st.isFile()) return { sync: false, reason: "not a regular file" };
+    if (st.size > this.opts.maxBytes) return { sync: false, reason: `larger than ${this.opts.maxBytes} bytes` };
+    if (st.size === 0) return { sync: false, reason: "empty" };
+    return { sync: true, realPath: real, size: st.size };
+  }
+
+  /** Lists candidate files (relative paths) for reconciliation; skips excluded directories early. */
+  async list(workspace: string, limit = 20_000): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dirRel: string): Promise<void> => {
+      const entries = await fs.readdir(path.join(workspace, dirRel), { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        if (out.length >= limit) return;
+        const rel = dirRel ? `${dirRel}/${e.name}` : e.name;
+        if (e.isDirectory()) {
+          if (!SKIP_DIRS.has(e.name) && !(await this.ignored(workspace, `${rel}/`))) await walk(rel);
+        } else if (e.isFile() || e.isSymbolicLink()) out.push(rel);
+      }
+    };
+    await walk("");
+    return out;
+  }
+
+  /** `.gitignore` files from the workspace root down to the path's directory. */
+  private async ignored(workspace: string, rel: string): Promise<boolean> {
+    const parts = rel.split("/");
+    for (let i = 0; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      const ig = await this.gitignore(path.join(workspace, dir));
+      if (!ig) continue;
+      const sub = parts.slice(i).join("/");
+      if (sub && ig.ignores(sub)) return true;
+    }
+    return false;
+  }
+
+  private async gitignore(dir: string): Promise<Ignore | undefined> {
+    const file = path.join(dir, ".gitignore");
+    const st = await fs.stat(file).catch(() => undefined);
+    if (!st) return undefined;
+    const cached = this.ignoreCache.get(file);
+    if (cached && cached.mtimeMs === st.mtimeMs) return cached.ig;
+    const ig = ignore().add(await fs.readFile(file, "utf8"));
+    this.ignoreCache.set(file, { mtimeMs: st.mtimeMs, ig });
+    return ig;
+  }
+}
