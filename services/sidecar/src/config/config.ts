@@ -195,7 +195,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const userKeys = readUserKeys(env.SIDECAR_USER_KEYS_FILE);
   const runnerMode = oneOf(env, "RUNNER_MODE", ["local", "shared", "docker"] as const, "local");
   const opencodeBaseUrl = url(env, "OPENCODE_BASE_URL");
-  if (env.RUNNER_SECRET !== undefined && env.RUNNER_SECRET.length < 16) {
+  if (env.RUNNER_SECRET && env.RUNNER_SECRET.length < 16) {
     throw new ConfigError("RUNNER_SECRET", "must be at least 16 characters");
   }
   if (runnerMode === "shared" && !opencodeBaseUrl) {
@@ -207,7 +207,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       `HOST=${host} is not loopback: set SIDECAR_API_KEYS or SIDECAR_USER_KEYS_FILE (refusing to serve unauthenticated)`,
     );
   }
-  if (env.OPENWEBUI_JWT_SECRET !== undefined && env.OPENWEBUI_JWT_SECRET.length < 16) {
+  if (env.OPENWEBUI_JWT_SECRET && env.OPENWEBUI_JWT_SECRET.length < 16) {
     throw new ConfigError("OPENWEBUI_JWT_SECRET", "must be at least 16 characters");
   }
 

@@ -26,6 +26,18 @@ function header(req: Request, name: string): string | undefined {
   return s || undefined;
 }
 
+/**
+ * The chat a request belongs to: Open WebUI's chat id, else the client's session id, else a
+ * key derived from the conversation. Open WebUI's temporary chats all send `local` (or
+ * `local:<socket id>`): those are keyed by their conversation instead, so that two
+ * temporary chats never share one agent session.
+ */
+function chatKeyOf(req: Request, identity: Identity, body: ChatCompletionRequest): string {
+  const owui = header(req, "x-openwebui-chat-id");
+  if (owui && owui !== "local" && !owui.startsWith("local:")) return owui;
+  return header(req, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
+}
+
 export function chatCompletions(deps: ChatRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const identity = res.locals.identity as Identity | undefined;
@@ -41,7 +53,7 @@ export function chatCompletions(deps: ChatRouteDeps) {
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
 
     const isTask = !!header(req, "x-openwebui-task") || isTaskPrompt(body.messages);
-    const chatKey = header(req, "x-openwebui-chat-id") ?? header(req, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
+    const chatKey = chatKeyOf(req, identity, body);
     const turnLog = log.child({ chatId: chatKey, task: isTask || undefined });
     res.locals.log = turnLog;
 

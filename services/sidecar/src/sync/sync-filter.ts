@@ -25,7 +25,7 @@ const SECRET_NAMES: RegExp[] = [
   /^id_(rsa|dsa|ecdsa|ed25519)(\.pub)?$/i,
   /^\.?(credentials|secrets?)(\.[a-z]+)?$/i,
   /^\.(netrc|npmrc|pypirc|pgpass|htpasswd|git-credentials)$/i,
-  /(^|[-_.])(credentials|service-account)[-_.].*\.json$/i,
+  /(^|[-_.])(credentials|service-account)([-_.].*)?\.json$/i,
 ];
 
 const HTML_LIKE = /\.(html?|xhtml|svg|svgz)$/i;

@@ -1,0 +1,88 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { SyncFilter } from "../../src/sync/sync-filter.js";
+
+let ws: string;
+let outside: string;
+const filter = new SyncFilter({ maxBytes: 100, allowHtml: false });
+
+function write(rel: string, content = "x") {
+  const p = path.join(ws, rel);
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, content);
+}
+
+beforeAll(() => {
+  ws = fs.mkdtempSync(path.join(os.tmpdir(), "op-filter-"));
+  outside = fs.mkdtempSync(path.join(os.tmpdir(), "op-outside-"));
+  fs.writeFileSync(path.join(outside, "secret.txt"), "outside");
+  write("src/app.ts");
+  write("README.md");
+  write(".env", "KEY=1");
+  write("config/.env.production", "KEY=2");
+  write("certs/server.pem");
+  write(".ssh/id_ed25519");
+  write("gcp-credentials.json");
+  write(".git/config");
+  write("node_modules/x/index.js");
+  write("build/out.js");
+  write("logs/a.log");
+  write("logs/keep.log");
+  write(".gitignore", "build/\n*.log\n!keep.log\n");
+  write("pkg/.gitignore", "generated.txt\n");
+  write("pkg/generated.txt");
+  write("pkg/real.txt");
+  write("big.bin", "y".repeat(101));
+  write("page.html", "<script>");
+  write("empty.txt", "");
+  fs.symlinkSync(path.join(outside, "secret.txt"), path.join(ws, "escape.txt"));
+  fs.symlinkSync(path.join(ws, "README.md"), path.join(ws, "inside-link.md"));
+});
+
+const verdict = async (rel: string) => filter.check(ws, rel);
+
+describe("SyncFilter", () => {
+  it.each(["src/app.ts", "README.md", "logs/keep.log", "pkg/real.txt", "inside-link.md"])("syncs %s", async (rel) => {
+    expect((await verdict(rel)).sync).toBe(true);
+  });
+
+  it.each([
+    [".env", "secret"],
+    ["config/.env.production", "secret"],
+    ["certs/server.pem", "secret"],
+    [".ssh/id_ed25519", "secret"],
+    ["gcp-credentials.json", "secret"],
+    [".git/config", "VCS"],
+    ["node_modules/x/index.js", "VCS"],
+    ["build/out.js", ".gitignore"],
+    ["logs/a.log", ".gitignore"],
+    ["pkg/generated.txt", ".gitignore"],
+    ["big.bin", "larger"],
+    ["page.html", "HTML"],
+    ["empty.txt", "empty"],
+    ["escape.txt", "outside"],
+    ["missing.txt", "gone"],
+  ])("never syncs %s (%s)", async (rel, why) => {
+    const v = await verdict(rel);
+    expect(v.sync).toBe(false);
+    expect(v.sync === false && v.reason).toMatch(new RegExp(why, "i"));
+  });
+
+  it("lists candidates without descending into excluded directories", async () => {
+    const all = await filter.list(ws);
+    expect(all).toContain("src/app.ts");
+    expect(all.some((p) => p.startsWith(".git/") || p.startsWith("node_modules/") || p.startsWith("build/"))).toBe(false);
+  });
+
+  it("maps only paths inside the workspace", () => {
+    expect(filter.relative(ws, path.join(ws, "a/b.txt"))).toBe("a/b.txt");
+    expect(filter.relative(ws, path.join(ws, "..", "x"))).toBeUndefined();
+    expect(filter.relative(ws, ws)).toBeUndefined();
+  });
+
+  it("allows HTML when told to", async () => {
+    expect((await new SyncFilter({ maxBytes: 100, allowHtml: true }).check(ws, "page.html")).sync).toBe(true);
+  });
+});
