@@ -107,6 +107,11 @@ describe("loadConfig rejects bad values, naming the variable", () => {
     ["RUNNER_USER", { RUNNER_USER: "0:0" }],
     ["RUNNER_USER", { RUNNER_USER: "opencode" }],
     ["RUNNER_SECRET", { RUNNER_SECRET: "short" }],
+    ["OPENWEBUI_API_KEY", { OPENWEBUI_URL: "http://openwebui:8080" }],
+    ["OPENWEBUI_URL", { OPENWEBUI_API_KEY: "sk-x" }],
+    ["OPENWEBUI_URL", { OPENWEBUI_URL: "openwebui", OPENWEBUI_API_KEY: "sk-x" }],
+    ["OPENWEBUI_SYNC_MAX_BYTES", { OPENWEBUI_URL: "http://o", OPENWEBUI_API_KEY: "k", OPENWEBUI_SYNC_MAX_BYTES: "big" }],
+    ["OPENWEBUI_SYNC_ALLOW_HTML", { OPENWEBUI_URL: "http://o", OPENWEBUI_API_KEY: "k", OPENWEBUI_SYNC_ALLOW_HTML: "yes" }],
   ] as const)("%s in %j", (variable, env) => {
     const e = configError({ ...env });
     expect(e.variable).toBe(variable);
@@ -191,6 +196,7 @@ describe("runnerEnv", () => {
     HTTPS_PROXY: "http://proxy:3128",
     // Sidecar-only:
     SIDECAR_API_KEYS: "gateway-key",
+    OPENWEBUI_URL: "http://openwebui:8080",
     OPENWEBUI_API_KEY: "owui-key",
     OPENWEBUI_JWT_SECRET: "0123456789abcdef0123",
     OPENCODE_SERVER_PASSWORD: "runner-password",
