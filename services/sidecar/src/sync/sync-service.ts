@@ -234,7 +234,7 @@ export class SyncService implements WorkspaceObserver {
         return;
       }
       const kbId = await this.knowledge(u);
-      const file = await client.upload(rel, content, { source: "open-persona", path: rel });
+      const file = await client.upload(kbFilename(rel), content, { source: "open-persona", path: rel });
       await this.waitProcessed(file.id, file.data?.status);
       let note: string | undefined;
       try {
@@ -270,12 +270,16 @@ export class SyncService implements WorkspaceObserver {
     this.opts.log.info({ user: u.hash, path: rel, fileId: prev?.fileId }, "removed file from knowledge base");
   }
 
-  /** With background processing a file must be processed before it can join a KB. */
+  /**
+   * A file must be processed before it can join a KB. The upload answer always says
+   * "pending" (upstream returns the record as first inserted), so ask the status route,
+   * at once and then with growing pauses.
+   */
   private async waitProcessed(fileId: string, status: string | undefined): Promise<void> {
     const deadline = Date.now() + 120_000;
-    while (status === "pending" && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 500));
+    for (let pause = 50; status === "pending" && Date.now() < deadline; pause = Math.min(pause * 2, 2000)) {
       status = await this.opts.client.processStatus(fileId);
+      if (status === "pending") await new Promise((r) => setTimeout(r, pause));
     }
     if (status === "failed") throw new OpenWebUIError(400, "Open WebUI failed to process the file", false);
   }
@@ -338,6 +342,14 @@ export class SyncService implements WorkspaceObserver {
   async flush(): Promise<void> {
     await Promise.all([...this.users.values()].map((u) => u.saving));
   }
+}
+
+/**
+ * Open WebUI keeps only the basename of an uploaded file's name: encode the directories
+ * into it so that `src/app.ts` and `test/app.ts` stay distinguishable in the KB.
+ */
+export function kbFilename(rel: string): string {
+  return rel.split("/").join("__");
 }
 
 function ignoreNotFound(e: unknown): void {

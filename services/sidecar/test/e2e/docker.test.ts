@@ -9,6 +9,7 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRunner, LABEL_MANAGED, LABEL_USER } from "../../src/runners/docker-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
+import { startOpenWebUIDouble } from "../fixtures/openwebui-double.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { readSse, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 
@@ -224,6 +225,21 @@ describe("idle runners and missing images", () => {
       expect(r.error!.message).toMatch(/image .* not found/i);
     } finally {
       await sc.close();
+    }
+  });
+});
+
+describe("knowledge-base sync from runner containers", () => {
+  it("attributes a container's file events to its user and syncs them", async () => {
+    const owui = await startOpenWebUIDouble({ apiKey: "sk-admin-docker", version: "0.12.0" });
+    const sc = await startSidecar(dockerEnv({ OPENWEBUI_URL: owui.url, OPENWEBUI_API_KEY: "sk-admin-docker", OPENWEBUI_SYNC_DEBOUNCE_MS: "200" }));
+    const frank = user("frank");
+    try {
+      await chat(sc, frank, say.write("from-container.txt", "synced from docker"));
+      await waitFor(() => owui.kbContents(`workspace-${frank}`).get("from-container.txt") === "synced from docker", 20_000, "the file in frank's KB");
+    } finally {
+      await sc.close();
+      await owui.close();
     }
   });
 });

@@ -1,0 +1,299 @@
+/**
+ * The Open WebUI contract double behaves as upstream does (see the fixture's comments for the
+ * upstream files each behaviour comes from), so sync tests built on it test the real contract.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ERROR_MESSAGES,
+  startOpenWebUIDouble,
+  type OpenWebUIDouble,
+  type OpenWebUIDoubleOptions,
+} from "../fixtures/openwebui-double.js";
+
+const KEY = "sk-test-admin-key";
+const ADMIN = "admin-1";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type Body = Record<string, any>;
+interface Client {
+  call(method: string, path: string, body?: unknown, key?: string | null): Promise<{ status: number; body: Body }>;
+  upload(name: string, content: string, query?: string): Promise<Body>;
+  createKb(name: string, extra?: Body): Promise<Body>;
+}
+
+function client(owui: OpenWebUIDouble): Client {
+  const call: Client["call"] = async (method, path, body, key = KEY) => {
+    const headers: Record<string, string> = key === null ? {} : { authorization: `Bearer ${key}` };
+    let payload: BodyInit | undefined;
+    if (body instanceof FormData) payload = body;
+    else if (body !== undefined) {
+      headers["content-type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    const res = await fetch(`${owui.url}${path}`, { method, headers, body: payload });
+    const text = await res.text();
+    return { status: res.status, body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : { text } };
+  };
+  return {
+    call,
+    async upload(name, content, query = "process=true&process_in_background=false") {
+      const form = new FormData();
+      form.append("file", new Blob([content], { type: "text/markdown" }), name);
+      const res = await call("POST", `/api/v1/files/?${query}`, form);
+      expect(res.status).toBe(200);
+      return res.body;
+    },
+    async createKb(name, extra = {}) {
+      const res = await call("POST", "/api/v1/knowledge/create", { name, description: "", ...extra });
+      expect(res.status).toBe(200);
+      return res.body;
+    },
+  };
+}
+
+async function withDouble(opts: Partial<OpenWebUIDoubleOptions>, fn: (o: OpenWebUIDouble, c: Client) => Promise<void>) {
+  const owui = await startOpenWebUIDouble({ apiKey: KEY, adminId: ADMIN, ...opts });
+  try {
+    await fn(owui, client(owui));
+  } finally {
+    await owui.close();
+  }
+}
+
+describe("Open WebUI double, current dialect (≥0.8)", () => {
+  let owui: OpenWebUIDouble;
+  let c: Client;
+  beforeAll(async () => {
+    owui = await startOpenWebUIDouble({ apiKey: KEY, adminId: ADMIN, version: "0.12.4" });
+    c = client(owui);
+  });
+  afterAll(() => owui.close());
+
+  it("reports its version without auth and picks the dialect from it", async () => {
+    expect(await c.call("GET", "/api/version", undefined, null)).toEqual({ status: 200, body: { version: "0.12.4" } });
+    expect(owui.dialect).toBe("0.12");
+  });
+
+  it("authenticates like utils/auth.py", async () => {
+    const missing = await c.call("GET", "/api/v1/knowledge/", undefined, null);
+    expect(missing).toEqual({ status: 403, body: { detail: "Not authenticated" } });
+    const wrongKey = await c.call("GET", "/api/v1/knowledge/", undefined, "sk-nope");
+    expect(wrongKey).toEqual({ status: 401, body: { detail: ERROR_MESSAGES.INVALID_TOKEN } });
+    const garbage = await c.call("GET", "/api/v1/knowledge/", undefined, "not-a-jwt");
+    expect(garbage).toEqual({ status: 401, body: { detail: ERROR_MESSAGES.UNAUTHORIZED } });
+    expect(owui.requests.at(-1)).toMatchObject({ method: "GET", path: "/api/v1/knowledge/", status: 401 });
+  });
+
+  it("uploads, processes and adds a file; the upload answer keeps the stale 'pending'", async () => {
+    const kb = await c.createKb("alice");
+    expect(kb).toMatchObject({ user_id: ADMIN, name: "alice", access_grants: [] });
+    expect(owui.knowledge.get(kb.id)?.public).toBe(false);
+
+    const file = await c.upload("notes/plan.md", "# Plan\nship it");
+    expect(file).toMatchObject({ status: true, filename: "plan.md", hash: null, data: { status: "pending" } });
+    expect(file.meta).toMatchObject({ name: "plan.md", content_type: "text/markdown", size: 14 });
+    expect(file.meta).not.toHaveProperty("collection_name"); // set by processing, after the snapshot
+    expect((await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body).toEqual({ status: "completed" });
+
+    const added = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+    expect(added.status).toBe(200);
+    expect(added.body.files).toEqual([expect.objectContaining({ id: file.id, meta: expect.objectContaining({ name: "plan.md" }) })]);
+    expect(owui.kbContents("alice")).toEqual(new Map([["plan.md", "# Plan\nship it"]]));
+
+    const again = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+    expect(again.status).toBe(200); // already linked: returned as is
+    const content = await fetch(`${owui.url}/api/v1/files/${file.id}/content`, { headers: { authorization: `Bearer ${KEY}` } });
+    expect(await content.text()).toBe("# Plan\nship it");
+  });
+
+  it("refuses content already in the KB under another file id, and fails that file", async () => {
+    const kb = await c.createKb("dup");
+    const first = await c.upload("a.md", "same words");
+    const second = await c.upload("b.md", "same words");
+    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: first.id })).status).toBe(200);
+    const dup = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: second.id });
+    expect(dup.status).toBe(400);
+    expect(dup.body.detail).toBe(`400: ${ERROR_MESSAGES.DUPLICATE_CONTENT}`);
+    expect(owui.files.get(second.id)?.status).toBe("failed");
+    expect([...owui.kbContents("dup").keys()]).toEqual(["a.md"]);
+  });
+
+  it("answers 400 (not 404) for a missing KB or file on the file/* routes", async () => {
+    const kb = await c.createKb("missing");
+    const file = await c.upload("x.md", "x");
+    for (const op of ["add", "update", "remove"]) {
+      const noKb = await c.call("POST", `/api/v1/knowledge/nope/file/${op}`, { file_id: file.id });
+      expect(noKb).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.NOT_FOUND } });
+      const noFile = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/${op}`, { file_id: "nope" });
+      expect(noFile).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.NOT_FOUND } });
+    }
+    const notLinked = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove`, { file_id: file.id });
+    expect(notLinked.status).toBe(400);
+    expect((await c.call("GET", "/api/v1/knowledge/nope")).status).toBe(404);
+    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, {})).status).toBe(422);
+
+    const unprocessed = await c.upload("raw.md", "raw", "process=false");
+    expect(unprocessed.data).toEqual({});
+    const refused = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: unprocessed.id });
+    expect(refused).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.FILE_NOT_PROCESSED } });
+  });
+
+  it("fails an empty upload during processing", async () => {
+    const empty = await c.upload("empty.md", "");
+    expect(owui.files.get(empty.id)).toMatchObject({ status: "failed", error: ERROR_MESSAGES.EMPTY_CONTENT });
+  });
+
+  it("removes with delete_file=true by default, keeps the file with delete_file=false", async () => {
+    const kb = await c.createKb("remove");
+    const gone = await c.upload("gone.md", "gone");
+    const kept = await c.upload("kept.md", "kept");
+    for (const f of [gone, kept]) await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: f.id });
+    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove`, { file_id: gone.id })).status).toBe(200);
+    expect((await c.call("GET", `/api/v1/files/${gone.id}`)).status).toBe(404);
+    const res = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove?delete_file=false`, { file_id: kept.id });
+    expect(res.body.files).toEqual([]);
+    expect((await c.call("GET", `/api/v1/files/${kept.id}`)).status).toBe(200);
+  });
+
+  it("DELETE /files/{id} unlinks the file and its vectors from every KB", async () => {
+    const kb = await c.createKb("delete");
+    const file = await c.upload("d.md", "to be deleted");
+    await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+    expect(await c.call("DELETE", `/api/v1/files/${file.id}`)).toEqual({ status: 200, body: { message: "File deleted successfully" } });
+    expect(owui.knowledge.get(kb.id)?.fileIds).toEqual([]);
+    const again = await c.upload("d.md", "to be deleted");
+    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: again.id })).status).toBe(200);
+  });
+
+  it("stores access_grants, and ignores a legacy access_control (→ private)", async () => {
+    const grants = [
+      { principal_type: "user", principal_id: "u-7", permission: "read" },
+      { principal_type: "user", principal_id: "u-7", permission: "read" },
+      { principal_type: "robot", principal_id: "x", permission: "read" },
+    ];
+    const kb = await c.createKb("granted", { access_grants: grants });
+    expect(kb.access_grants).toEqual([{ id: expect.any(String), principal_type: "user", principal_id: "u-7", permission: "read" }]);
+    const legacy = await c.createKb("legacy", { access_control: null });
+    expect(legacy.access_grants).toEqual([]);
+    const pub = await c.createKb("public", { access_grants: [{ principal_type: "user", principal_id: "*", permission: "read" }] });
+    expect(owui.knowledge.get(pub.id)?.public).toBe(true);
+  });
+
+  it("serves unknown paths like the bundled frontend does", async () => {
+    const get = await c.call("GET", "/api/v1/knowledge"); // no trailing slash
+    expect(get.status).toBe(200);
+    expect(get.body.text).toContain("<html");
+    expect(await c.call("POST", "/api/v1/nope", {})).toEqual({ status: 405, body: { detail: "Method Not Allowed" } });
+  });
+
+  it("answers every request with the outage status while one is set", async () => {
+    owui.setOutage(503);
+    expect(await c.call("GET", "/api/version")).toEqual({ status: 503, body: { detail: "Service Unavailable" } });
+    expect(owui.requests.at(-1)).toMatchObject({ path: "/api/version", status: 503 });
+    owui.setOutage(null);
+    expect((await c.call("GET", "/api/version")).status).toBe(200);
+  });
+});
+
+describe("Open WebUI double, other behaviours", () => {
+  it("keeps background uploads pending; an early add fails, a later one succeeds", async () => {
+    await withDouble({ processingDelayMs: 150 }, async (owui, c) => {
+      const kb = await c.createKb("slow");
+      const file = await c.upload("s.md", "slow text", "process=true&process_in_background=true");
+      expect((await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body.status).toBe("pending");
+      const early = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+      expect(early).toEqual({ status: 400, body: { detail: `400: ${ERROR_MESSAGES.EMPTY_CONTENT}` } });
+      let status = "";
+      for (let i = 0; i < 100 && status !== "completed"; i++) {
+        await sleep(20);
+        status = (await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body.status;
+      }
+      expect(status).toBe("completed");
+      expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id })).status).toBe(200);
+      expect(owui.kbContents("slow").get("s.md")).toBe("slow text");
+    });
+  });
+
+  it("pages knowledge bases and KB files as {items, total}", async () => {
+    await withDouble({ pageSize: 2 }, async (_owui, c) => {
+      for (const n of ["k1", "k2", "k3", "k4", "k5"]) await c.createKb(n);
+      const pages = await Promise.all([1, 2, 3, 4].map((p) => c.call("GET", `/api/v1/knowledge/?page=${p}`)));
+      expect(pages.map((p) => p.body.items.length)).toEqual([2, 2, 1, 0]);
+      expect(pages[0]!.body.total).toBe(5);
+      expect(new Set(pages.flatMap((p) => p.body.items.map((k: Body) => k.name))).size).toBe(5);
+      expect((await c.call("GET", "/api/v1/knowledge/?page=0")).body.items.length).toBe(2); // max(page, 1)
+
+      const kb = pages[0]!.body.items[0];
+      for (const n of ["a", "b", "c"]) {
+        const f = await c.upload(`${n}.md`, `content ${n}`);
+        await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: f.id });
+      }
+      const files = await c.call("GET", `/api/v1/knowledge/${kb.id}/files?page=2`);
+      expect(files.body).toMatchObject({ total: 3, items: [expect.objectContaining({ user: expect.objectContaining({ id: ADMIN }) })] });
+      expect((await c.call("GET", `/api/v1/knowledge/${kb.id}`)).body.files).toBeNull();
+    });
+  });
+
+  it("≤0.7: access_control null means PUBLIC and access_grants are ignored", async () => {
+    await withDouble({ version: "0.7.2" }, async (owui, c) => {
+      expect(owui.dialect).toBe("0.7");
+      const dflt = await c.createKb("default");
+      expect(dflt).toMatchObject({ access_control: null });
+      expect(dflt).not.toHaveProperty("access_grants");
+      expect(owui.knowledge.get(dflt.id)?.public).toBe(true);
+      const grantsOnly = await c.createKb("grants", { access_grants: [{ principal_type: "user", principal_id: "u", permission: "read" }] });
+      expect(owui.knowledge.get(grantsOnly.id)?.public).toBe(true);
+      const ac = { read: { group_ids: [], user_ids: ["u-1"] }, write: { group_ids: [], user_ids: [] } };
+      const priv = await c.createKb("private", { access_control: ac });
+      expect(owui.knowledge.get(priv.id)).toMatchObject({ public: false, accessControl: ac });
+      expect((await c.call("GET", "/api/v1/knowledge/nope")).status).toBe(401); // sic
+    });
+  });
+
+  it("≤0.7: DELETE leaves a dangling id and the KB's vectors, so the same content is a duplicate", async () => {
+    await withDouble({ version: "0.7.2" }, async (owui, c) => {
+      const kb = await c.createKb("dangling");
+      const file = await c.upload("d.md", "revert me");
+      await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+      await c.call("DELETE", `/api/v1/files/${file.id}`);
+      expect(owui.knowledge.get(kb.id)?.fileIds).toEqual([file.id]);
+      expect((await c.call("GET", `/api/v1/knowledge/${kb.id}/files`)).body).toEqual({ items: [], total: 0 });
+      const again = await c.upload("d.md", "revert me");
+      const res = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: again.id });
+      expect(res.body.detail).toContain("Duplicate content detected");
+    });
+  });
+
+  it("<0.6.42: bare KB list, files inside GET /knowledge/{id}, no /files route", async () => {
+    await withDouble({ version: "0.6.40", pageSize: 2 }, async (owui, c) => {
+      expect(owui.dialect).toBe("0.6.41");
+      for (const n of ["a", "b", "c"]) await c.createKb(n);
+      const list = await c.call("GET", "/api/v1/knowledge/?page=2");
+      expect(Array.isArray(list.body)).toBe(true);
+      expect(list.body).toHaveLength(3);
+      const kb = list.body[0];
+      const file = await c.upload("f.md", "old style");
+      await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
+      const got = await c.call("GET", `/api/v1/knowledge/${kb.id}`);
+      expect(got.body).toMatchObject({ data: { file_ids: [file.id] }, files: [expect.objectContaining({ id: file.id })] });
+      expect((await c.call("GET", `/api/v1/knowledge/${kb.id}/files`)).body.text).toContain("<html");
+    });
+  });
+
+  it("without the frontend mount: 404 Not Found, 405, and FastAPI's slash redirect", async () => {
+    await withDouble({ spaFallback: false }, async (_owui, c) => {
+      expect(await c.call("GET", "/api/v1/nope")).toEqual({ status: 404, body: { detail: "Not Found" } });
+      expect((await c.call("DELETE", "/api/v1/knowledge/create")).status).toBe(405);
+      const res = await fetch(`${_owui.url}/api/v1/knowledge?page=2`, { redirect: "manual", headers: { authorization: `Bearer ${KEY}` } });
+      expect(res.status).toBe(307);
+      expect(res.headers.get("location")).toBe("/api/v1/knowledge/?page=2");
+    });
+  });
+
+  it("refuses API keys when they are disabled", async () => {
+    await withDouble({ apiKeysEnabled: false }, async (_owui, c) => {
+      const res = await c.call("GET", "/api/v1/knowledge/");
+      expect(res).toEqual({ status: 403, body: { detail: ERROR_MESSAGES.API_KEY_NOT_ALLOWED } });
+    });
+  });
+});
