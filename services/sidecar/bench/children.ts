@@ -103,13 +103,16 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Polls `check` until it returns true; fails after `timeoutMs` or when `child` exits. */
-export async function pollUntil(check: () => Promise<boolean>, timeoutMs: number, what: string, child: Child): Promise<void> {
+/**
+ * Polls `check` every `everyMs` until it returns true; fails after `timeoutMs` or when `child`
+ * exits. When the moment of readiness is itself measured, poll finely: the interval is slack.
+ */
+export async function pollUntil(check: () => Promise<boolean>, timeoutMs: number, what: string, child: Child, everyMs = 100): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
     if (child.exited()) throw new Error(`${child.name} exited while waiting for ${what}\n${child.tail()}`);
     if (await check().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`${what}: not within ${timeoutMs} ms\n${child.tail()}`);
 }

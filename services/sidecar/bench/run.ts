@@ -6,9 +6,14 @@
  *   and directly against a second, identically configured `opencode serve`, alternating.
  * - Concurrency: many streaming chats over several users at once, with the sidecar's CPU
  *   time and RSS read from /proc (its own process only, not its opencode child).
+ * - Runner modes (runner-modes.ts): cold start, warm first token and memory per runner of
+ *   RUNNER_MODE=docker against RUNNER_MODE=local. Needs a Docker engine and the runner image;
+ *   without them only the local mode is measured, and BENCH_DOCKER=0 skips the phase.
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
- * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5).
+ * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
+ * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1); RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and
+ * RUNNER_PIDS reach the docker-mode sidecar.
  * Prints a report and writes it as JSON to bench/results/latest.json.
  */
 import { spawnSync } from "node:child_process";
@@ -20,6 +25,8 @@ import { say, startScriptedModel } from "../test/fixtures/scripted-model.js";
 import { scriptedEnv, tempDir } from "../test/helpers/harness.js";
 import { launchDirect, type DirectOpencode } from "./direct.js";
 import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
+import { renderRunnerModes } from "./runner-modes-report.js";
+import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
 import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
 import { median, p95, r2 } from "./stats.js";
 import type { Chat, TurnResult } from "./turn.js";
@@ -34,14 +41,19 @@ function envInt(name: string, fallback: number, min: number, max: number): numbe
 const ITERATIONS = envInt("BENCH_ITERATIONS", 20, 1, 1000);
 const CONCURRENCY = envInt("BENCH_CONCURRENCY", 20, 1, 500);
 const USERS = envInt("BENCH_USERS", 5, 1, CONCURRENCY);
+const COLD_USERS = envInt("BENCH_COLD_USERS", 3, 1, 50);
+const WARM_ITERATIONS = envInt("BENCH_WARM_ITERATIONS", 10, 1, 1000);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
  * iterations were still 2–3× slower.
  */
 const WARMUP_CHATS = 5;
-/** Hard stop for the whole run, whatever hangs. */
-const BENCH_TIMEOUT_MS = 10 * 60_000;
+/**
+ * Hard stop for the whole run, whatever hangs: the first phases take about a minute; a cold
+ * start takes seconds, and a turn that hangs gives up after TURN_TIMEOUT_MS.
+ */
+const BENCH_TIMEOUT_MS = (10 + COLD_USERS) * 60_000;
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -241,7 +253,7 @@ function targets(l: Latency): Target[] {
   ];
 }
 
-function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[]): string {
+function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[], modes: RunnerModes): string {
   const f = (n: number) => n.toFixed(1).padStart(8);
   const row = (label: string, s: PathStats) =>
     `  ${label.padEnd(9)}${f(s.ttftP50)}${f(s.ttftP95)}${f(s.totalP50)}${f(s.totalP95)}${String(s.chunksP50).padStart(8)}`;
@@ -273,10 +285,33 @@ function render(meta: Record<string, string | number>, l: Latency, c: Concurrenc
     `  sidecar CPU      ${c.sidecarCpuMs.toFixed(0)} ms (${c.sidecarCpuPercentOfCore.toFixed(1)} % of one core over the wall time)`,
     `  sidecar RSS      before ${c.rssMb.before} MB, peak ${c.rssMb.peak} MB, after ${c.rssMb.after} MB (${c.rssMb.samples} samples)`,
     `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
+    "",
+    ...renderRunnerModes(modes),
   ].join("\n");
 }
 
-async function main(): Promise<void> {
+/**
+ * The runner-modes phase starts its own sidecars (and containers): its failure is reported in
+ * its section and fails the run, but does not throw away the figures of the phases before it.
+ */
+async function runnerModesPhase(): Promise<{ modes: RunnerModes; failed: boolean }> {
+  const ctx: PhaseContext = {
+    coldUsers: COLD_USERS,
+    warmIterations: WARM_ITERATIONS,
+    apiKey: API_KEY,
+    defer: (fn) => cleanups.push(fn),
+    log,
+  };
+  try {
+    return { modes: await runnerModes(ctx), failed: false };
+  } catch (e) {
+    if (cleaning) throw e; // a signal or the watchdog: the run is over anyway
+    log(`runner modes failed: ${(e as Error).stack ?? String(e)}`);
+    return { modes: failedRunnerModes(ctx, e), failed: true };
+  }
+}
+
+async function main(): Promise<boolean> {
   // Other work on the machine is the main source of noise: record how busy it was.
   const loadBefore = r2(os.loadavg()[0]!);
   ensureBuilt();
@@ -310,21 +345,31 @@ async function main(): Promise<void> {
 
   const lat = await latency(sidecarUrl, pid, directServer, directDir);
   const conc = await concurrency(sidecarUrl, pid);
+  const opencodeVersion = (await directServer.health()).version ?? "?";
+  // Done with them: their opencode may still be busy with the concurrency phase's new user
+  // directories, which would land on the runner-modes phase's cold starts.
+  directServer.close();
+  await Promise.all([sidecar.child.stop(), direct.child.stop()]);
+  const { modes, failed } = await runnerModesPhase();
   const goals = targets(lat);
   const meta = {
     date: new Date().toISOString(),
     node: process.version,
-    opencode: (await directServer.health()).version ?? "?",
+    opencode: opencodeVersion,
     cpus: os.cpus().length,
     loadBefore,
     iterations: ITERATIONS,
     warmupChats: WARMUP_CHATS,
+    coldUsers: COLD_USERS,
+    warmIterations: WARM_ITERATIONS,
   };
 
-  process.stdout.write(render(meta, lat, conc, goals) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, modes) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  fs.writeFileSync(RESULTS_FILE, JSON.stringify({ meta, latency: lat, concurrency: conc, targets: goals }, null, 2) + "\n");
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, runnerModes: modes };
+  fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
+  return !failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -340,7 +385,7 @@ const watchdog = setTimeout(() => {
 
 let exitCode = 0;
 try {
-  await main();
+  if (!(await main())) exitCode = 1;
 } catch (e) {
   // Once a signal or the watchdog started the cleanup, failures are its echo: stay quiet.
   if (!cleaning) log(`failed: ${(e as Error).stack ?? String(e)}`);

@@ -13,23 +13,34 @@ export const SIDECAR_DIR = fileURLToPath(new URL("..", import.meta.url));
 
 export interface LaunchedSidecar {
   child: Child;
+  /** performance.now() just before the process was spawned. */
+  spawnedAt: number;
   /** Resolves with the base URL once /readyz says the runner is up. */
   ready: Promise<string>;
 }
 
+export interface LaunchOptions {
+  /** Shown in error messages (several sidecars run at once in the runner-modes phase). */
+  name?: string;
+  /** How often /readyz is polled; lower it when the time to readiness is what is measured. */
+  readyPollMs?: number;
+}
+
 /** Starts `node dist/main.js` on an OS-chosen loopback port (needs LOG_LEVEL ≤ info to learn it). */
-export function launchSidecar(env: Record<string, string>): LaunchedSidecar {
-  const child = startChild("sidecar", process.execPath, [path.join(SIDECAR_DIR, "dist/main.js")], {
+export function launchSidecar(env: Record<string, string>, opts: LaunchOptions = {}): LaunchedSidecar {
+  const spawnedAt = performance.now();
+  const child = startChild(opts.name ?? "sidecar", process.execPath, [path.join(SIDECAR_DIR, "dist/main.js")], {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...env, HOST: "127.0.0.1", PORT: "0" },
   });
   const ready = (async () => {
     const line = await child.waitForLine(/sidecar listening/, 30_000);
     const { port } = JSON.parse(line) as { port: number };
     const url = `http://127.0.0.1:${port}`;
-    await pollUntil(async () => (await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) })).ok, 60_000, "sidecar /readyz", child);
+    const readyz = async () => (await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) })).ok;
+    await pollUntil(readyz, 60_000, "sidecar /readyz", child, opts.readyPollMs);
     return url;
   })();
-  return { child, ready };
+  return { child, spawnedAt, ready };
 }
 
 interface StreamChunk {

@@ -55,6 +55,7 @@ const NO_TOOLS = Object.fromEntries(
 export class ChatService {
   private readonly sessionLocks = new KeyedMutex();
   private readonly limiter: ConcurrencyLimiter;
+  private readonly spaces = new Set<string>();
 
   constructor(private readonly deps: ChatServiceDeps) {
     this.limiter = new ConcurrencyLimiter(deps.maxConcurrentRunsPerUser);
@@ -67,16 +68,19 @@ export class ChatService {
     }
     try {
       const space = this.space(req.identity);
-      await ensureUserSpace(space);
+      await this.ensureSpace(space);
       const ep = await this.deps.runner.ensure(space);
       this.deps.observer?.attach(req.identity, space, ep);
       const earlier = history(req.messages);
       const title = titleFor(req.messages);
-      const { sessionId, created } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
+      const { sessionId, created, saved } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
         const s = await ep.client.createSession(ep.directory, title);
         req.log.info({ sessionId: s.id }, "opencode session created");
         return s.id;
       });
+      // The map is written while the first prompt already runs; a failed write only costs
+      // the chat its session on the next request (which then starts a seeded one).
+      saved.catch((e) => req.log.error({ err: (e as Error).message }, "could not save the session map"));
       // A client resent history we have no session for (e.g. state was reset): seed it.
       if (created && earlier.length) await this.seed(ep, sessionId, earlier);
 
@@ -94,7 +98,7 @@ export class ChatService {
   /** An Open WebUI background task: answered by the model, outside the chat's session. */
   async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger): Promise<PreparedTurn> {
     const space = this.space(identity);
-    await ensureUserSpace(space);
+    await this.ensureSpace(space);
     const ep = await this.deps.runner.ensure(space);
     const session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
     const runner = this.deps.runner;
@@ -154,6 +158,13 @@ export class ChatService {
   private async seed(ep: RunnerEndpoint, sessionId: string, earlier: ChatMessage[]): Promise<void> {
     const text = transcript(earlier);
     if (text) await ep.client.prompt(sessionId, ep.directory, { parts: [{ type: "text", text }], noReply: true });
+  }
+
+  /** Creates a user's directories once per process (not on every request). */
+  private async ensureSpace(space: UserSpace): Promise<void> {
+    if (this.spaces.has(space.hash)) return;
+    await ensureUserSpace(space);
+    this.spaces.add(space.hash);
   }
 
   private space(identity: Identity): UserSpace {

@@ -26,17 +26,32 @@ export class SessionStore {
 
   /**
    * Returns the session for `chatKey`, creating it with `create` when absent.
-   * `create` runs at most once per chat, whatever the concurrency.
+   * `create` runs at most once per chat, whatever the concurrency. A new session is handed
+   * back as soon as it exists; `saved` settles once the map holds it (the chat's lock is
+   * held until then, so a concurrent request still finds exactly this session).
    */
-  async getOrCreate(stateDir: string, chatKey: string, create: () => Promise<string>): Promise<{ sessionId: string; created: boolean }> {
+  async getOrCreate(
+    stateDir: string,
+    chatKey: string,
+    create: () => Promise<string>,
+  ): Promise<{ sessionId: string; created: boolean; saved: Promise<void> }> {
+    const done = Promise.resolve();
     const existing = (await readMap(fileOf(stateDir)))[chatKey];
-    if (existing) return { sessionId: existing.sessionId, created: false };
-    return this.withLock(chatLockOf(stateDir, chatKey), async () => {
-      const found = (await readMap(fileOf(stateDir)))[chatKey];
-      if (found) return { sessionId: found.sessionId, created: false };
-      const sessionId = await create();
-      await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
-      return { sessionId, created: true };
+    if (existing) return { sessionId: existing.sessionId, created: false, saved: done };
+    return new Promise((resolve, reject) => {
+      let handedOut = false;
+      const run: Promise<void> = this.withLock(chatLockOf(stateDir, chatKey), async () => {
+        const found = (await readMap(fileOf(stateDir)))[chatKey];
+        if (found) return resolve({ sessionId: found.sessionId, created: false, saved: done });
+        const sessionId = await create();
+        handedOut = true;
+        // `saved` is the whole locked section: it settles once the lock is released too.
+        resolve({ sessionId, created: true, saved: run });
+        await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
+      });
+      run.catch((e) => {
+        if (!handedOut) reject(e);
+      });
     });
   }
 

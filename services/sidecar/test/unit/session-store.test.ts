@@ -34,6 +34,7 @@ describe("SessionStore in one process", () => {
       return `ses_${calls}`;
     };
     const results = await Promise.all(Array.from({ length: 10 }, () => store.getOrCreate(stateDir, "chat-1", create)));
+    await Promise.all(results.map((r) => r.saved));
     expect(calls).toBe(1);
     expect(new Set(results.map((r) => r.sessionId))).toEqual(new Set(["ses_1"]));
     expect(results.filter((r) => r.created)).toHaveLength(1);
@@ -45,14 +46,15 @@ describe("SessionStore in one process", () => {
     const stateDir = tempDir();
     const a = await new SessionStore().getOrCreate(stateDir, "chat-a", async () => "ses_a");
     const b = await new SessionStore().getOrCreate(stateDir, "chat-b", async () => "ses_b");
-    expect([a, b]).toEqual([
+    await Promise.all([a.saved, b.saved]);
+    expect([a, b]).toMatchObject([
       { sessionId: "ses_a", created: true },
       { sessionId: "ses_b", created: true },
     ]);
     const again = await new SessionStore().getOrCreate(stateDir, "chat-a", async () => {
       throw new Error("must not create");
     });
-    expect(again).toEqual({ sessionId: "ses_a", created: false });
+    expect(again).toMatchObject({ sessionId: "ses_a", created: false });
     expect(await new SessionStore().get(stateDir, "missing")).toBeUndefined();
   });
 
@@ -61,7 +63,9 @@ describe("SessionStore in one process", () => {
     const stateDir = tempDir();
     await expect(store.getOrCreate(stateDir, "chat", async () => Promise.reject(new Error("runner down")))).rejects.toThrow("runner down");
     expect(await store.get(stateDir, "chat")).toBeUndefined();
-    expect(await store.getOrCreate(stateDir, "chat", async () => "ses_ok")).toEqual({ sessionId: "ses_ok", created: true });
+    const ok = await store.getOrCreate(stateDir, "chat", async () => "ses_ok");
+    await ok.saved;
+    expect(ok).toMatchObject({ sessionId: "ses_ok", created: true });
     // No lock or temp file left behind (the per-chat lock directory stays, empty).
     expect(fs.readdirSync(stateDir).sort()).toEqual(["chat-locks", "sessions.json"]);
     expect(fs.readdirSync(`${stateDir}/chat-locks`)).toEqual([]);
@@ -70,7 +74,7 @@ describe("SessionStore in one process", () => {
   it("replace swaps a stale id, and keeps one that someone already replaced", async () => {
     const store = new SessionStore();
     const stateDir = tempDir();
-    await store.getOrCreate(stateDir, "chat", async () => "ses_old");
+    await (await store.getOrCreate(stateDir, "chat", async () => "ses_old")).saved;
 
     let creates = 0;
     const fresh = await store.replace(stateDir, "chat", "ses_old", async () => {
@@ -93,7 +97,7 @@ describe("SessionStore in one process", () => {
   it("concurrent replaces of the same stale id create one session", async () => {
     const store = new SessionStore();
     const stateDir = tempDir();
-    await store.getOrCreate(stateDir, "chat", async () => "ses_old");
+    await (await store.getOrCreate(stateDir, "chat", async () => "ses_old")).saved;
     let n = 0;
     const ids = await Promise.all(
       Array.from({ length: 5 }, () =>

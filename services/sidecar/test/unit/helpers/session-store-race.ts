@@ -27,4 +27,5 @@ const result = await store.getOrCreate(stateDir, chatKey, async () => {
   await new Promise((r) => setTimeout(r, 150));
   return id;
 });
-process.stdout.write(`${JSON.stringify({ pid: process.pid, ...result })}\n`);
+await result.saved;
+process.stdout.write(`${JSON.stringify({ pid: process.pid, sessionId: result.sessionId, created: result.created })}\n`);
