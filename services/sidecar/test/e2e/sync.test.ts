@@ -122,6 +122,20 @@ describe("knowledge-base sync", () => {
     expect([...kb(ALICE).keys()].some((k) => k.includes(".env") || k.endsWith(".pem") || k.includes("tmp.txt"))).toBe(false);
   });
 
+  it("settles identical content in two files without an error loop (duplicate-content quirk)", async () => {
+    const same = `same content ${randomUUID()}`;
+    await chat(ALICE, say.write("copy-a.txt", same));
+    await waitFor(() => kb(ALICE).get("copy-a.txt") === same, 15_000, "copy-a.txt");
+    const n = uploads();
+    await chat(ALICE, say.write("copy-b.txt", same));
+    await waitFor(async () => (await status(ALICE)).pending === 0, 15_000, "the outbox to drain");
+    // Open WebUI refused the copy; the sidecar dropped the orphan upload and does not retry.
+    expect(kb(ALICE).has("copy-b.txt")).toBe(false);
+    expect([...owui.files.values()].filter((f) => f.content.toString("utf8") === same)).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(uploads() - n).toBe(1);
+  });
+
   it("keeps two users' files in two separate KBs", async () => {
     await chat(BOB, say.write("bob.txt", "bob's file"));
     await waitFor(() => kb(BOB).get("bob.txt") === "bob's file", 15_000, "bob.txt");
