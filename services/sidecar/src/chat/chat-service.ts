@@ -34,6 +34,20 @@ export interface PreparedTurn {
   run(signal: AbortSignal): AsyncGenerator<TurnOutput>;
 }
 
+/** Everything a prepared chat turn needs to run. */
+interface LockedTurn {
+  ep: RunnerEndpoint;
+  space: UserSpace;
+  req: TurnRequest;
+  sessionId: string;
+  body: PromptBody;
+  /** The conversation before this turn (seeds a recreated session). */
+  earlier: ChatMessage[];
+  title: string;
+  /** Frees the user's concurrency slot. */
+  releaseSlot: () => void;
+}
+
 export interface ChatServiceDeps {
   runner: Runner;
   store: SessionStore;
@@ -69,6 +83,8 @@ export class ChatService {
     try {
       const space = this.space(req.identity);
       await this.ensureSpace(space);
+      // Converted first: a bad attachment is a 400 before anything is created.
+      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages)), agent: req.agent, system: systemPrompt(req.messages) };
       const ep = await this.deps.runner.ensure(space);
       this.deps.observer?.attach(req.identity, space, ep);
       const earlier = history(req.messages);
@@ -84,11 +100,8 @@ export class ChatService {
       // A client resent history we have no session for (e.g. state was reset): seed it.
       if (created && earlier.length) await this.seed(ep, sessionId, earlier);
 
-      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages)), agent: req.agent, system: systemPrompt(req.messages) };
-      return {
-        sessionId,
-        run: (signal) => this.runLocked(ep, space, req, sessionId, body, earlier, title, signal, release),
-      };
+      const turn: LockedTurn = { ep, space, req, sessionId, body, earlier, title, releaseSlot: release };
+      return { sessionId, run: (signal) => this.runLocked(turn, signal) };
     } catch (e) {
       release();
       throw e;
@@ -118,17 +131,9 @@ export class ChatService {
     };
   }
 
-  private async *runLocked(
-    ep: RunnerEndpoint,
-    space: UserSpace,
-    req: TurnRequest,
-    sessionId: string,
-    body: PromptBody,
-    earlier: ChatMessage[],
-    title: string,
-    signal: AbortSignal,
-    releaseSlot: () => void,
-  ): AsyncGenerator<TurnOutput> {
+  /** Runs a chat turn holding its session's lock; recreates the session once if opencode lost it. */
+  private async *runLocked(turn: LockedTurn, signal: AbortSignal): AsyncGenerator<TurnOutput> {
+    const { ep, space, req, sessionId, body, earlier, title, releaseSlot } = turn;
     let unlock = await this.sessionLocks.acquire(sessionId);
     const inUse = this.deps.runner.use(space);
     try {
