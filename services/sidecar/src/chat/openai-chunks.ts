@@ -86,7 +86,10 @@ export class ChunkEncoder {
 
   private status(description: string, done: boolean): ChatCompletionChunk[] {
     if (!this.opts.statusEvents) return [];
-    return [{ ...this.chunk([]), event: { type: "status", data: { description, done } } }];
+    // The description carries agent-chosen text (commands, paths): no markup, no control
+    // characters, bounded length.
+    const safe = description.replace(/[<>\u0000-\u001f\u007f]/g, " ").slice(0, 200);
+    return [{ ...this.chunk([]), event: { type: "status", data: { description: safe, done } } }];
   }
 
   private chunk(choices: ChatCompletionChunk["choices"]): ChatCompletionChunk {

@@ -198,3 +198,12 @@ describe("ChunkEncoder", () => {
     expect(contentOf(chunks)).toBe("partial <");
   });
 });
+
+describe("status events carry no markup from the agent", () => {
+  it("strips angle brackets and control characters from tool titles", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: true });
+    const [chunk] = enc.encode({ kind: "tool-start", callId: "c", name: "bash", title: 'bash: echo "<img src=x onerror=alert(1)>"\n\u0007' });
+    expect(chunk!.event!.data.description).not.toMatch(/[<>\n\u0007]/);
+    expect(chunk!.event!.data.description).toContain("img src=x");
+  });
+});
