@@ -6,14 +6,18 @@
  *   and directly against a second, identically configured `opencode serve`, alternating.
  * - Concurrency: many streaming chats over several users at once, with the sidecar's CPU
  *   time and RSS read from /proc (its own process only, not its opencode child).
+ * - Knowledge-base sync (sync.ts): how soon a file the agent writes is in the user's Open WebUI
+ *   knowledge base (against the tests' Open WebUI double), and chat latency with sync on vs off.
+ *   BENCH_SYNC=0 skips the phase.
  * - Runner modes (runner-modes.ts): cold start, warm first token and memory per runner of
  *   RUNNER_MODE=docker against RUNNER_MODE=local. Needs a Docker engine and the runner image;
  *   without them only the local mode is measured, and BENCH_DOCKER=0 skips the phase.
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
- * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1); RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and
- * RUNNER_PIDS reach the docker-mode sidecar.
+ * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1), BENCH_SYNC (1), BENCH_SYNC_WRITES (20),
+ * BENCH_SYNC_ITERATIONS (15); RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
+ * docker-mode sidecar, OPENWEBUI_SYNC_DEBOUNCE_MS the sync phase's first sidecar.
  * Prints a report and writes it as JSON to bench/results/latest.json.
  */
 import { spawnSync } from "node:child_process";
@@ -29,6 +33,8 @@ import { renderRunnerModes } from "./runner-modes-report.js";
 import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
 import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
 import { median, p95, r2 } from "./stats.js";
+import { renderSync } from "./sync-report.js";
+import { failedSync, syncPhase, type SyncFigures, type SyncPhaseContext } from "./sync.js";
 import type { Chat, TurnResult } from "./turn.js";
 
 function envInt(name: string, fallback: number, min: number, max: number): number {
@@ -43,6 +49,8 @@ const CONCURRENCY = envInt("BENCH_CONCURRENCY", 20, 1, 500);
 const USERS = envInt("BENCH_USERS", 5, 1, CONCURRENCY);
 const COLD_USERS = envInt("BENCH_COLD_USERS", 3, 1, 50);
 const WARM_ITERATIONS = envInt("BENCH_WARM_ITERATIONS", 10, 1, 1000);
+const SYNC_WRITES = envInt("BENCH_SYNC_WRITES", 20, 1, 1000);
+const SYNC_ITERATIONS = envInt("BENCH_SYNC_ITERATIONS", 15, 1, 1000);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -51,9 +59,10 @@ const WARM_ITERATIONS = envInt("BENCH_WARM_ITERATIONS", 10, 1, 1000);
 const WARMUP_CHATS = 5;
 /**
  * Hard stop for the whole run, whatever hangs: the first phases take about a minute; a cold
- * start takes seconds, and a turn that hangs gives up after TURN_TIMEOUT_MS.
+ * start takes seconds, and a turn that hangs gives up after TURN_TIMEOUT_MS. The sync phase's
+ * writes and iterations take about a second each (a mid-turn write: the debounce and more).
  */
-const BENCH_TIMEOUT_MS = (10 + COLD_USERS) * 60_000;
+const BENCH_TIMEOUT_MS = (10 + COLD_USERS) * 60_000 + (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000;
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -253,7 +262,7 @@ function targets(l: Latency): Target[] {
   ];
 }
 
-function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[], modes: RunnerModes): string {
+function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[], sync: SyncFigures, modes: RunnerModes): string {
   const f = (n: number) => n.toFixed(1).padStart(8);
   const row = (label: string, s: PathStats) =>
     `  ${label.padEnd(9)}${f(s.ttftP50)}${f(s.ttftP95)}${f(s.totalP50)}${f(s.totalP95)}${String(s.chunksP50).padStart(8)}`;
@@ -286,6 +295,8 @@ function render(meta: Record<string, string | number>, l: Latency, c: Concurrenc
     `  sidecar RSS      before ${c.rssMb.before} MB, peak ${c.rssMb.peak} MB, after ${c.rssMb.after} MB (${c.rssMb.samples} samples)`,
     `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
     "",
+    ...renderSync(sync),
+    "",
     ...renderRunnerModes(modes),
   ].join("\n");
 }
@@ -308,6 +319,24 @@ async function runnerModesPhase(): Promise<{ modes: RunnerModes; failed: boolean
     if (cleaning) throw e; // a signal or the watchdog: the run is over anyway
     log(`runner modes failed: ${(e as Error).stack ?? String(e)}`);
     return { modes: failedRunnerModes(ctx, e), failed: true };
+  }
+}
+
+/** Like the runner-modes phase: its failure fails the run but keeps the other figures. */
+async function syncPhaseOrFailure(): Promise<{ sync: SyncFigures; failed: boolean }> {
+  const ctx: SyncPhaseContext = {
+    writes: SYNC_WRITES,
+    iterations: SYNC_ITERATIONS,
+    apiKey: API_KEY,
+    defer: (fn) => cleanups.push(fn),
+    log,
+  };
+  try {
+    return { sync: await syncPhase(ctx), failed: false };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`sync failed: ${(e as Error).stack ?? String(e)}`);
+    return { sync: failedSync(ctx, e), failed: true };
   }
 }
 
@@ -350,6 +379,8 @@ async function main(): Promise<boolean> {
   // directories, which would land on the runner-modes phase's cold starts.
   directServer.close();
   await Promise.all([sidecar.child.stop(), direct.child.stop()]);
+  // The sync phase stops its sidecars when it ends: the runner modes' cold starts need quiet.
+  const sync = await syncPhaseOrFailure();
   const { modes, failed } = await runnerModesPhase();
   const goals = targets(lat);
   const meta = {
@@ -362,14 +393,16 @@ async function main(): Promise<boolean> {
     warmupChats: WARMUP_CHATS,
     coldUsers: COLD_USERS,
     warmIterations: WARM_ITERATIONS,
+    syncWrites: SYNC_WRITES,
+    syncIterations: SYNC_ITERATIONS,
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, modes) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, sync.sync, modes) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, runnerModes: modes };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, sync: sync.sync, runnerModes: modes };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed;
+  return !failed && !sync.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -30,7 +30,7 @@ import { containerSample, probeEngine, removeBenchResources, runnerContainerId }
 import { cpuTimeMs, rssBytes } from "./proc.js";
 import { waitQuiet, type Sampler, type Settled } from "./settle.js";
 import { launchSidecar, SidecarChat } from "./sidecar.js";
-import { median, p95, r2 } from "./stats.js";
+import { spread, type Spread } from "./stats.js";
 import type { TurnResult } from "./turn.js";
 
 /** How long runners sit quiet (see settle.ts) before the idle memory reading. */
@@ -52,13 +52,7 @@ export interface PhaseContext {
   log(msg: string): void;
 }
 
-export interface Spread {
-  n: number;
-  p50: number;
-  p95: number;
-  max: number;
-  values: number[];
-}
+export type { Spread };
 
 export interface WarmFigures {
   newChatTtftMs: Spread;
@@ -120,10 +114,6 @@ export interface RunnerModes {
   error?: string;
   local?: LocalFigures;
   docker?: DockerFigures;
-}
-
-function spread(values: number[]): Spread {
-  return { n: values.length, p50: r2(median(values)), p95: r2(p95(values)), max: r2(Math.max(...values)), values: values.map(r2) };
 }
 
 const mib = (bytes: number) => bytes / 2 ** 20;
