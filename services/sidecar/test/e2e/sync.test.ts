@@ -53,7 +53,8 @@ beforeAll(async () => {
     SIDECAR_API_KEYS: GATEWAY_KEY,
     OPENWEBUI_URL: owui.url,
     OPENWEBUI_API_KEY: ADMIN_KEY,
-    OPENWEBUI_SYNC_DEBOUNCE_MS: "300",
+    // Generous: a slow machine must not split the 20-edit burst into more than two uploads.
+    OPENWEBUI_SYNC_DEBOUNCE_MS: "1000",
     OPENWEBUI_SYNC_MAX_BACKOFF_MS: "400",
   });
   sidecar = await startSidecar(env);
