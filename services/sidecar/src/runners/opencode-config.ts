@@ -7,7 +7,6 @@
 import fs from "node:fs";
 
 type Json = Record<string, unknown>;
-type Action = "allow" | "deny" | "ask";
 
 /** Rules for every agent. Observed on 1.18.33: these land after opencode's agent defaults. */
 const SAFETY_PERMISSION: Json = {
@@ -96,4 +95,3 @@ export function runnerProcessEnv(runnerEnv: Record<string, string>): Record<stri
   };
 }
 
-export type { Action };
