@@ -25,6 +25,8 @@ export interface Caller {
   via: CallerKind;
   /** Absent only for a gateway request that named no user (allowed for /v1/models). */
   identity?: Identity;
+  /** Why there is no identity, phrased for the client. */
+  missing?: string;
 }
 
 export interface AuthOptions {
@@ -72,7 +74,13 @@ export class Authenticator {
     if (!this.gateway.has(keyHash)) throw new AuthenticationError();
 
     const userId = this.jwtKey ? await this.userFromJwt(headers) : decodeHeader(header(headers, "x-openwebui-user-id"));
-    return { via: "gateway", identity: userId ? identity(userId, "gateway") : undefined };
+    if (userId) return { via: "gateway", identity: identity(userId, "gateway") };
+    return {
+      via: "gateway",
+      missing: this.jwtKey
+        ? "No user identity: this sidecar trusts only a signed X-OpenWebUI-User-Jwt (Open WebUI >= 0.9.6 with FORWARD_USER_INFO_HEADER_JWT_SECRET)"
+        : "No user identity: send X-OpenWebUI-User-Id (Open WebUI: ENABLE_FORWARD_USER_INFO_HEADERS=true) or use a per-user key",
+    };
   }
 
   private async userFromJwt(headers: IncomingHttpHeaders): Promise<string | undefined> {

@@ -42,12 +42,7 @@ export function chatCompletions(deps: ChatRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const identity = res.locals.identity as Identity | undefined;
     const log = res.locals.log as Logger;
-    if (!identity) {
-      throw new BadRequestError(
-        "No user identity: send X-OpenWebUI-User-Id (Open WebUI: ENABLE_FORWARD_USER_INFO_HEADERS=true) or use a per-user key",
-        "missing_user",
-      );
-    }
+    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
     const body = parseChatRequest(req.body);
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");

@@ -27,6 +27,7 @@ export function authenticate(auth: Authenticator) {
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
     const caller = await auth.authenticate(req.headers);
     res.locals.identity = caller.identity;
+    res.locals.missingIdentity = caller.missing;
     // Only the hash is ever logged: user ids are often e-mail addresses.
     res.locals.log = (res.locals.log as Logger).child({ via: caller.via, user: caller.identity?.userHash });
     next();

@@ -7,7 +7,7 @@ import type { SyncService } from "../sync/sync-service.js";
 export function syncStatus(sync: SyncService | undefined) {
   return async (_req: Request, res: Response): Promise<void> => {
     const identity = res.locals.identity as Identity | undefined;
-    if (!identity) throw new BadRequestError("No user identity: send X-OpenWebUI-User-Id or use a per-user key", "missing_user");
+    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
     if (!sync) {
       res.json({ enabled: false, reason: "OPENWEBUI_URL and OPENWEBUI_API_KEY are not set" });
       return;

@@ -167,6 +167,7 @@ describe("signed identity (OPENWEBUI_JWT_SECRET)", () => {
   it("does not trust plain user headers", async () => {
     const res = await post({ "X-OpenWebUI-User-Id": "mallory" });
     expect(res.status).toBe(400);
+    expect((await res.json()).error.message).toMatch(/X-OpenWebUI-User-Jwt/);
     expect(fs.existsSync(path.join(signed.config.workspaceRoot, userHash("mallory")))).toBe(false);
   });
 

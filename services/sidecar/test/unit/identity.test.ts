@@ -54,8 +54,9 @@ describe("Authenticator (gateway and user keys)", () => {
   });
 
   it("a gateway request without a user header has no identity", async () => {
-    expect(await auth.authenticate(bearer(GATEWAY))).toEqual({ via: "gateway", identity: undefined });
-    expect(await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "   " })).toEqual({ via: "gateway", identity: undefined });
+    const none = { via: "gateway", missing: expect.stringMatching(/X-OpenWebUI-User-Id/) };
+    expect(await auth.authenticate(bearer(GATEWAY))).toEqual(none);
+    expect(await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "   " })).toEqual(none);
   });
 
   it("a user key is its user: identity headers are ignored", async () => {
@@ -92,7 +93,7 @@ describe("Authenticator (JWT mode)", () => {
 
   it("ignores the plain user-id header", async () => {
     const c = await jwtAuth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "mallory" });
-    expect(c).toEqual({ via: "gateway", identity: undefined });
+    expect(c).toEqual({ via: "gateway", missing: expect.stringMatching(/X-OpenWebUI-User-Jwt/) });
     const d = await jwtAuth.authenticate({
       ...bearer(GATEWAY),
       "x-openwebui-user-id": "mallory",
