@@ -217,6 +217,26 @@ describe("idle runners and missing images", () => {
     }
   });
 
+  it("answers 503 with a clear message when a runner never becomes healthy", async () => {
+    // An image whose server never answers: the runner image with a sleeping entrypoint.
+    const tag = `open-persona-runner:mute-${RUN}`;
+    const ctx = tempDir("op-mute-");
+    fs.writeFileSync(path.join(ctx, "Dockerfile"), 'FROM open-persona-runner:latest\nENTRYPOINT ["/bin/sleep", "3600"]\n');
+    const build = await docker.buildImage({ context: ctx, src: ["Dockerfile"] }, { t: tag });
+    await new Promise((resolve, reject) => docker.modem.followProgress(build, (e) => (e ? reject(e) : resolve(null))));
+    const sc = await startSidecar(dockerEnv({ RUNNER_IMAGE: tag, RUNNER_START_TIMEOUT_MS: "3000" }));
+    try {
+      const started = Date.now();
+      const r = await chat(sc, user("gina"), say.text("hi"));
+      expect(r.status).toBe(503);
+      expect(r.error!.message).toMatch(/did not become ready/i);
+      expect(Date.now() - started).toBeLessThan(20_000);
+    } finally {
+      await sc.close();
+      await docker.getImage(tag).remove({ force: true }).catch(() => {});
+    }
+  });
+
   it("answers 503 with a clear message when the runner image does not exist", async () => {
     const sc = await startSidecar(dockerEnv({ RUNNER_IMAGE: `open-persona-runner:missing-${RUN}` }));
     try {
