@@ -234,29 +234,44 @@ export class SyncService implements WorkspaceObserver {
         return;
       }
       const kbId = await this.knowledge(u);
-      const file = await client.upload(kbFilename(rel), content, { source: "open-persona", path: rel });
-      await this.waitProcessed(file.id, file.data?.status);
+      let fileId: string | undefined;
       let note: string | undefined;
       try {
-        await client.addToKnowledge(kbId, file.id);
+        fileId = await this.uploadInto(kbId, rel, content);
       } catch (e) {
-        if (e instanceof OpenWebUIError && e.duplicateContent) {
-          // Identical content is already in the KB under another path: nothing to link.
-          await client.deleteFile(file.id).catch(() => {});
-          note = "duplicate content of another file";
-        } else {
-          await client.deleteFile(file.id).catch(() => {});
-          if (e instanceof OpenWebUIError && e.notFound) u.state.kbId = undefined;
-          throw e;
+        if (!(e instanceof OpenWebUIError)) throw e;
+        if (e.notFound) {
+          // The KB was deleted behind our back: find or create it again on the next try.
+          u.state.kbId = undefined;
+          throw new OpenWebUIError(e.status, `knowledge base not found: ${e.detail}`, true);
         }
+        if (e.isRetryable) throw e;
+        // Refused for good (identical content already in the KB, a file Open WebUI cannot
+        // process): remember this version so it is not sent again until it changes.
+        note = e.duplicateContent ? "duplicate content of another file" : `refused by Open WebUI: ${e.detail}`;
       }
       if (prev?.fileId) await client.removeFromKnowledge(kbId, prev.fileId).catch((e) => ignoreNotFound(e));
-      u.state.manifest[rel] = { fileId: note ? undefined : file.id, hash, size: st.size, mtimeMs: st.mtimeMs, syncedAt: new Date().toISOString(), note };
+      u.state.manifest[rel] = { fileId, hash, size: st.size, mtimeMs: st.mtimeMs, syncedAt: new Date().toISOString(), note };
       u.state.lastSynced = { path: rel, op, at: new Date().toISOString() };
-      log.info({ user: u.hash, path: rel, fileId: file.id, replaced: prev?.fileId, note }, "synced file to knowledge base");
+      if (note) log.warn({ user: u.hash, path: rel, reason: note }, "sync skipped: refused by Open WebUI");
+      else log.info({ user: u.hash, path: rel, fileId, replaced: prev?.fileId }, "synced file to knowledge base");
       return;
     }
     if (prev) await this.remove(u, rel);
+  }
+
+  /** Uploads one version and links it into the KB; an upload that cannot be linked is deleted. */
+  private async uploadInto(kbId: string, rel: string, content: Buffer): Promise<string> {
+    const { client } = this.opts;
+    const file = await client.upload(kbFilename(rel), content, { source: "open-persona", path: rel });
+    try {
+      await this.waitProcessed(file.id, file.data?.status);
+      await client.addToKnowledge(kbId, file.id);
+      return file.id;
+    } catch (e) {
+      await client.deleteFile(file.id).catch(() => {});
+      throw e;
+    }
   }
 
   private async remove(u: UserSync, rel: string): Promise<void> {
@@ -296,6 +311,11 @@ export class SyncService implements WorkspaceObserver {
       const kb = await client.createKnowledge(name, "Files from your Open Persona workspace (kept in sync automatically)", u.state.userId, this.dialect);
       u.state.kbId = kb.id;
       log.info({ user: u.hash, kbId: kb.id, dialect: this.dialect }, "created knowledge base");
+      if (Object.keys(u.state.manifest).length) {
+        // A new KB for a user we had synced before (theirs was deleted): send everything again.
+        u.state.manifest = {};
+        setImmediate(() => void this.reconcile(u));
+      }
     }
     this.persist(u);
     return u.state.kbId!;

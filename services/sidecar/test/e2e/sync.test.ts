@@ -137,6 +137,17 @@ describe("knowledge-base sync", () => {
     expect(uploads() - n).toBe(1);
   });
 
+  it("recreates the KB when someone deleted it in Open WebUI", async () => {
+    const [gone] = [...owui.knowledge.values()].filter((x) => x.name === `workspace-${ALICE}`);
+    owui.knowledge.delete(gone!.id);
+    await chat(ALICE, say.write("after-kb-loss.txt", "back again"));
+    await waitFor(() => kb(ALICE).get("after-kb-loss.txt") === "back again", 20_000, "the file in a new KB");
+    // Everything synced before comes back into the new KB too.
+    await waitFor(() => kb(ALICE).get("notes.md") === "version two" && kb(ALICE).get("burst.txt") === "edit 20", 20_000, "earlier files re-synced");
+    const [fresh] = [...owui.knowledge.values()].filter((x) => x.name === `workspace-${ALICE}`);
+    expect(fresh!.id).not.toBe(gone!.id);
+  });
+
   it("keeps two users' files in two separate KBs", async () => {
     await chat(BOB, say.write("bob.txt", "bob's file"));
     await waitFor(() => kb(BOB).get("bob.txt") === "bob's file", 15_000, "bob.txt");
