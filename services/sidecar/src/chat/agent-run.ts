@@ -15,6 +15,29 @@ import { TurnTranslator, type TurnOutput } from "./turn-translator.js";
 
 /** After an abort, how long to wait for opencode to confirm before letting go. */
 const ABORT_GRACE_MS = 5000;
+/** How long a turn waits for a lost event stream to come back before giving up. */
+const RECONNECT_WAIT_MS = 10_000;
+
+/**
+ * The event stream broke but the hub is reconnecting: once it is back, read this turn's
+ * messages (opencode has no event replay) and hand the translator what was missed. Events
+ * that arrive meanwhile are queued and applied after, without repeating text.
+ */
+async function catchUp(ep: RunnerEndpoint, sessionId: string, promptAt: number, translator: TurnTranslator, log: Logger): Promise<TurnOutput[]> {
+  const lost: OpencodeEvent = { type: "stream.lost", reason: "event stream did not come back", final: true };
+  if (!(await ep.events.waitOpen(RECONNECT_WAIT_MS))) return translator.handle(lost);
+  try {
+    const [messages, status] = await Promise.all([ep.client.messages(sessionId, ep.directory), ep.client.sessionStatus(ep.directory)]);
+    // This turn's assistant messages: created after the prompt (1 s of slack for clock skew).
+    const mine = messages.filter((m) => m.info.role === "assistant" && (m.info.time?.created ?? 0) >= promptAt - 1000);
+    const running = !!status[sessionId] && status[sessionId]!.type !== "idle";
+    log.info({ messages: mine.length, running }, "event stream came back; caught up from the messages API");
+    return translator.catchUp(mine, running);
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, "could not catch up after a lost event stream");
+    return translator.handle(lost);
+  }
+}
 
 export async function* runPrompt(
   ep: RunnerEndpoint,
@@ -51,13 +74,18 @@ export async function* runPrompt(
 
   try {
     if (signal.aborted) return;
+    const promptAt = Date.now();
     await ep.client.promptAsync(sessionId, ep.directory, body);
     started = true;
     // Aborted while the prompt was in flight: the first abort may have found nothing to stop.
     if (abortSent) ep.client.abort(sessionId, ep.directory).catch(() => {});
     while (!translator.done && !abortSent) {
-      const event = await queue.next();
-      for (const out of translator.handle(event!)) yield out;
+      const event = (await queue.next())!;
+      if (event.type === "stream.lost" && !event.final) {
+        for (const out of await catchUp(ep, sessionId, promptAt, translator, log)) yield out;
+        continue;
+      }
+      for (const out of translator.handle(event)) yield out;
     }
   } finally {
     signal.removeEventListener("abort", abortRun);

@@ -6,7 +6,7 @@
  * session went busy (a late idle of the previous turn arrives before our `busy` on the same
  * stream, and is ignored), or at `session.error`, or when the event stream is lost.
  */
-import type { OpencodeEvent, Part, TokenUsage } from "../opencode/events.js";
+import type { MessageInfo, OpencodeEvent, Part, TokenUsage } from "../opencode/events.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -30,8 +30,11 @@ export class TurnTranslator {
   private readonly partKinds = new Map<string, PartKind>();
   /** Characters of each text/reasoning part already emitted (deltas and full updates mix). */
   private readonly emitted = new Map<string, number>();
+  /** Parts recovered from a snapshot: their later deltas may repeat text already emitted. */
+  private readonly snapshotParts = new Set<string>();
   private readonly toolsStarted = new Set<string>();
   private readonly toolsEnded = new Set<string>();
+  private readonly stepsSeen = new Set<string>();
   private readonly tokens: TokenUsage = { input: 0, output: 0, reasoning: 0, cache: { read: 0, write: 0 } };
   private finishReason: "stop" | "length" = "stop";
   private sawBusy = false;
@@ -71,6 +74,8 @@ export class TurnTranslator {
         return this.end({ kind: "error", message, code: name });
       }
       case "stream.lost":
+        // Only a final loss ends the turn here; agent-run catches up after a transient one.
+        if (!event.final) return [];
         return this.end({ kind: "error", message: "Lost the connection to the agent runner", code: "runner_lost" });
       case "message.updated":
         if (event.info?.role === "assistant" && event.info.sessionID === this.sessionId) this.assistantMessages.add(event.info.id);
@@ -81,12 +86,35 @@ export class TurnTranslator {
         if (event.field !== "text" || !this.assistantMessages.has(event.messageID)) return [];
         const kind = this.partKinds.get(event.partID) ?? "text";
         if (kind !== "text" && kind !== "reasoning") return [];
+        // After a catch-up, only full-text updates are trusted for that part.
+        if (this.snapshotParts.has(event.partID)) return [];
         this.emitted.set(event.partID, (this.emitted.get(event.partID) ?? 0) + event.delta.length);
         return event.delta ? [{ kind, text: event.delta }] : [];
       }
       default:
         return [];
     }
+  }
+
+  /**
+   * Applies the state of this turn's messages as read from the messages API after the event
+   * stream was lost: emits what was missed, and ends the turn if the run is over.
+   */
+  catchUp(messages: Array<{ info: MessageInfo; parts: Part[] }>, stillRunning: boolean): TurnOutput[] {
+    const out: TurnOutput[] = [];
+    let error: MessageInfo["error"];
+    for (const m of messages) {
+      out.push(...this.handle({ type: "message.updated", sessionID: this.sessionId, info: m.info }));
+      for (const part of m.parts) {
+        if (part.type === "text" || part.type === "reasoning") this.snapshotParts.add(part.id);
+        out.push(...this.handle({ type: "message.part.updated", sessionID: this.sessionId, part }));
+      }
+      error ??= m.info.error;
+    }
+    if (stillRunning) return out;
+    this.sawBusy = true;
+    if (error) return [...out, ...this.handle({ type: "session.error", sessionID: this.sessionId, error })];
+    return [...out, ...this.handle({ type: "session.idle", sessionID: this.sessionId })];
   }
 
   private onPart(part: Part): TurnOutput[] {
@@ -122,6 +150,9 @@ export class TurnTranslator {
         return out;
       }
       case "step-finish":
+        // Each step counts once, also when a catch-up replays it.
+        if (this.stepsSeen.has(part.id)) return [];
+        this.stepsSeen.add(part.id);
         if (part.tokens) {
           this.tokens.input += part.tokens.input ?? 0;
           this.tokens.output += part.tokens.output ?? 0;

@@ -4,6 +4,7 @@
  * RunnerError (502), an unknown session → SessionNotFoundError (handled by the caller).
  */
 import { RunnerError, RunnerUnavailableError } from "../errors/api-error.js";
+import type { MessageInfo, Part } from "./events.js";
 
 export interface BasicAuth {
   username: string;
@@ -100,6 +101,19 @@ export class OpencodeClient {
 
   async rejectQuestion(requestId: string, directory: string): Promise<void> {
     await this.request("POST", `/question/${encodeURIComponent(requestId)}/reject`, directory, {});
+  }
+
+  /** A session's messages with their parts (how a turn catches up after a lost stream). */
+  async messages(sessionId: string, directory: string): Promise<Array<{ info: MessageInfo; parts: Part[] }>> {
+    return (await this.request("GET", `/session/${encodeURIComponent(sessionId)}/message`, directory, undefined, undefined, sessionId)) as Array<{
+      info: MessageInfo;
+      parts: Part[];
+    }>;
+  }
+
+  /** Sessions that are not idle (idle ones are absent). */
+  async sessionStatus(directory: string): Promise<Record<string, { type: string }>> {
+    return (await this.request("GET", "/session/status", directory)) as Record<string, { type: string }>;
   }
 
   async agents(): Promise<Array<{ name: string; mode?: string; permission?: PermissionRule[] }>> {

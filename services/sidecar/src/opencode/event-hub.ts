@@ -4,7 +4,8 @@
  *
  * opencode's stream has no ids and no replay, and can go silent without closing, so a
  * missing heartbeat counts as a dead stream. When the stream breaks, every session listener
- * gets `stream.lost` (a turn cannot know what it missed) and the hub reconnects.
+ * gets `stream.lost` and the hub reconnects; a turn then catches up through the messages API
+ * (chat/agent-run.ts). After `close()` the loss is final.
  */
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import type { Logger } from "../log/logger.js";
@@ -25,7 +26,7 @@ export class EventHub {
   private controller?: AbortController;
   private closed = false;
   private open = false;
-  private openWaiters: Array<() => void> = [];
+  private openWaiters: Array<(open: boolean) => void> = [];
   private readonly heartbeatTimeoutMs: number;
   private readonly reconnectDelayMs: number;
 
@@ -46,13 +47,14 @@ export class EventHub {
     return this.open;
   }
 
-  /** Resolves once the stream is connected (after `server.connected`). */
+  /** Resolves true once the stream is connected (after `server.connected`); false on timeout or close. */
   waitOpen(timeoutMs: number): Promise<boolean> {
     if (this.open) return Promise.resolve(true);
+    if (this.closed) return Promise.resolve(false);
     return new Promise((resolve) => {
-      const done = () => {
+      const done = (open: boolean) => {
         clearTimeout(timer);
-        resolve(true);
+        resolve(open);
       };
       const timer = setTimeout(() => {
         this.openWaiters = this.openWaiters.filter((w) => w !== done);
@@ -82,16 +84,24 @@ export class EventHub {
   close(): void {
     this.closed = true;
     this.controller?.abort();
-    this.markLost("event hub closed");
+    this.markLost("event hub closed", true);
+    const waiters = this.openWaiters;
+    this.openWaiters = [];
+    for (const w of waiters) w(false);
+  }
+
+  /** Drops the current connection and opens a new one (also what a dead heartbeat does). */
+  reconnect(): void {
+    this.controller?.abort(new Error("reconnect requested"));
   }
 
   private async loop(): Promise<void> {
     while (!this.closed) {
       try {
         await this.connectOnce();
-        if (!this.closed) this.markLost("event stream ended");
+        if (!this.closed) this.markLost("event stream ended", false);
       } catch (e) {
-        if (!this.closed) this.markLost(`event stream failed: ${(e as Error).message}`);
+        if (!this.closed) this.markLost(`event stream failed: ${(e as Error).message}`, false);
       }
       if (!this.closed) await new Promise((r) => setTimeout(r, this.reconnectDelayMs));
     }
@@ -142,14 +152,14 @@ export class EventHub {
     this.open = true;
     const waiters = this.openWaiters;
     this.openWaiters = [];
-    for (const w of waiters) w();
+    for (const w of waiters) w(true);
   }
 
-  private markLost(reason: string): void {
+  private markLost(reason: string, final: boolean): void {
     const wasOpen = this.open;
     this.open = false;
-    if (wasOpen) this.log.warn({ reason }, "opencode event stream lost");
-    const lost: OpencodeEvent = { type: "stream.lost", reason };
+    if (wasOpen) this.log.warn({ reason, final }, "opencode event stream lost");
+    const lost: OpencodeEvent = { type: "stream.lost", reason, final };
     for (const set of this.sessions.values()) for (const l of [...set]) safe(() => l(lost), this.log);
     for (const w of this.watchers) safe(() => w(lost), this.log);
   }

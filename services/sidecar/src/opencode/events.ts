@@ -58,8 +58,11 @@ export type OpencodeEvent =
   | { type: "file.edited"; file: string }
   | { type: "file.watcher.updated"; file: string; event: "add" | "change" | "unlink" }
   | { type: "other"; name: string }
-  /** Synthesized by the sidecar: the event stream to the runner broke (runner crash or network). */
-  | { type: "stream.lost"; reason: string };
+  /**
+   * Synthesized by the sidecar: the event stream to the runner broke. `final` when the hub
+   * was closed (runner gone); otherwise it is reconnecting and a turn may catch up.
+   */
+  | { type: "stream.lost"; reason: string; final: boolean };
 
 type Raw = { type?: unknown; properties?: Record<string, unknown> };
 

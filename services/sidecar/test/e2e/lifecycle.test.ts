@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { userHash, userSpace } from "../../src/workspace/user-space.js";
 import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import {
   alive,
@@ -94,6 +95,24 @@ describe("runner crash and client disconnect (in process)", () => {
     const [replacement] = opencodePids(process.pid);
     expect(replacement).toBeDefined();
     expect(replacement).not.toBe(victim);
+  });
+
+  it("rides out a transient loss of the event stream: the answer arrives whole, without an error", async () => {
+    const ep = await sidecar.runner.ensure(userSpace(sidecar.config.workspaceRoot, sidecar.config.stateRoot, userHash("local")));
+    const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "X-Session-Id": randomUUID() },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(30, 60) }] }),
+    });
+    const events = readSse(res);
+    await waitFor(() => model.requests.some((r) => r.lastUserText.includes('"tokens":30') && Date.now() - r.receivedAt > 400), 10_000, "stream to start");
+    ep.events.reconnect();
+    const got = await events;
+    const payloads = got.filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
+    expect(payloads.some((p) => p.error)).toBe(false);
+    expect(payloads.map((p) => p.choices?.[0]?.delta?.content ?? "").join("")).toBe("tok ".repeat(30));
+    expect(payloads.some((p) => p.choices?.[0]?.finish_reason === "stop")).toBe(true);
+    expect(sidecar.logs.some((l) => l.includes("caught up from the messages API"))).toBe(true);
   });
 
   it("aborts the agent's run when the client disconnects", async () => {

@@ -205,7 +205,7 @@ describe("EventHub", () => {
     await until(() => a.length === 1, "busy");
     conn.end();
     await until(() => a.length === 2 && b.length === 1, "stream.lost");
-    expect(a[1]!.event).toEqual({ type: "stream.lost", reason: expect.any(String) });
+    expect(a[1]!.event).toEqual({ type: "stream.lost", reason: expect.any(String), final: false });
     expect(b[0]!.event.type).toBe("stream.lost");
     expect(hub.isOpen).toBe(false);
 
@@ -261,7 +261,7 @@ describe("EventHub", () => {
     const lost = collect(hub);
     hub.start();
     await until(() => conns.length === 1, "second attempt");
-    expect(lost.map((g) => g.event)).toEqual([{ type: "stream.lost", reason: expect.stringMatching(/500/) }]);
+    expect(lost.map((g) => g.event)).toEqual([{ type: "stream.lost", reason: expect.stringMatching(/500/), final: false }]);
     conns[0]!.write(CONNECTED);
     expect(await hub.waitOpen(2000)).toBe(true);
   });

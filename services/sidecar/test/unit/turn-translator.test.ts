@@ -258,7 +258,7 @@ describe("slow text turn (recorded)", () => {
     const cut = rec.events.findIndex((e) => e.type === "message.part.delta") + 2;
     const t = new TurnTranslator(rec.sessionId);
     const outputs = rec.events.slice(0, cut).flatMap((e) => t.handle(e));
-    const lost = t.handle({ type: "stream.lost", reason: "event stream ended" });
+    const lost = t.handle({ type: "stream.lost", reason: "event stream ended", final: true });
     expect(lost).toEqual([{ kind: "error", message: "Lost the connection to the agent runner", code: "runner_lost" }]);
     expect(textOf(outputs, "text")).toBe("tok tok ");
     expect(t.done).toBe(true);
@@ -303,5 +303,57 @@ describe("failing turn (recorded)", () => {
     const t = new TurnTranslator(rec.sessionId);
     expect(t.handle({ type: "session.error", sessionID: "ses_someone_else", error: { name: "APIError" } })).toEqual([]);
     expect(t.done).toBe(false);
+  });
+});
+
+describe("catching up after a transient loss of the event stream", () => {
+  /** The turn's final state, as GET /session/{id}/message would return it. */
+  function snapshot(rec: Recording) {
+    const infos = new Map<string, any>();
+    const parts = new Map<string, any>();
+    for (const e of rec.events) {
+      if (e.type === "message.updated" && e.info.role === "assistant") infos.set(e.info.id, e.info);
+      if (e.type === "message.part.updated" && infos.has(e.part.messageID)) parts.set(e.part.id, e.part);
+    }
+    return [...infos.values()].map((info) => ({ info, parts: [...parts.values()].filter((p) => p.messageID === info.id) }));
+  }
+
+  it("emits exactly the text that was missed, then finishes with the real usage", () => {
+    const rec = load("slow-text");
+    const full = replay(rec.sessionId, rec.events);
+    const cut = rec.events.findIndex((e) => e.type === "message.part.delta") + 2;
+    const t = new TurnTranslator(rec.sessionId);
+    const before = rec.events.slice(0, cut).flatMap((e) => t.handle(e));
+    expect(t.handle({ type: "stream.lost", reason: "blip", final: false })).toEqual([]);
+    expect(t.done).toBe(false);
+    const after = t.catchUp(snapshot(rec), false);
+    // Late events that were queued meanwhile must not repeat anything.
+    const late = rec.events.slice(cut).flatMap((e) => t.handle(e));
+    expect(textOf([...before, ...after, ...late], "text")).toBe(textOf(full.outputs, "text"));
+    expect(ofKind(after, "finish")).toEqual(ofKind(full.outputs, "finish"));
+    expect(t.done).toBe(true);
+  });
+
+  it("keeps waiting when the run is still going, and does not repeat text from later deltas", () => {
+    const rec = load("slow-text");
+    const cut = rec.events.findIndex((e) => e.type === "message.part.delta") + 2;
+    const t = new TurnTranslator(rec.sessionId);
+    const before = rec.events.slice(0, cut).flatMap((e) => t.handle(e));
+    const after = t.catchUp(snapshot(rec), true);
+    expect(t.done).toBe(false);
+    const rest = rec.events.slice(cut).flatMap((e) => t.handle(e));
+    expect(textOf([...before, ...after, ...rest], "text")).toBe("tok ".repeat(5));
+    expect(ofKind(rest, "finish")).toHaveLength(1);
+  });
+
+  it("counts each step's tokens once when a catch-up replays steps already seen", () => {
+    const rec = load("write-tool");
+    const full = replay(rec.sessionId, rec.events);
+    const t = new TurnTranslator(rec.sessionId);
+    const last = rec.events.findLastIndex((e) => e.type === "session.idle");
+    rec.events.slice(0, last).forEach((e) => t.handle(e));
+    const out = t.catchUp(snapshot(rec), false);
+    expect(ofKind(out, "finish")[0]!.usage).toEqual(ofKind(full.outputs, "finish")[0]!.usage);
+    expect(ofKind(out, "tool-end")).toHaveLength(0);
   });
 });
