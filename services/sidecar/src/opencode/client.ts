@@ -58,6 +58,11 @@ export class OpencodeClient {
     if (auth) this.authHeader = "Basic " + Buffer.from(`${auth.username}:${auth.password}`).toString("base64");
   }
 
+  /** A route's URL under the base URL, keeping any path prefix (a reverse proxy's). */
+  url(path: string): URL {
+    return new URL(this.baseUrl.replace(/\/+$/, "") + path);
+  }
+
   /** Headers for any request to this server (also used by the event stream). */
   headers(extra: Record<string, string> = {}): Record<string, string> {
     return { ...(this.authHeader ? { authorization: this.authHeader } : {}), ...extra };
@@ -128,7 +133,7 @@ export class OpencodeClient {
     signal?: AbortSignal,
     sessionId?: string,
   ): Promise<unknown> {
-    const url = new URL(path, this.baseUrl);
+    const url = this.url(path);
     if (directory) url.searchParams.set("directory", directory);
     let res: Response;
     try {

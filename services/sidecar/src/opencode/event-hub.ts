@@ -116,7 +116,7 @@ export class EventHub {
     };
     try {
       arm();
-      const res = await fetch(new URL("/global/event", this.client.baseUrl), {
+      const res = await fetch(this.client.url("/global/event"), {
         headers: this.client.headers({ accept: "text/event-stream" }),
         signal: controller.signal,
       });

@@ -189,8 +189,7 @@ export class DockerRunner implements Runner {
 
   private async busy(ep: RunnerEndpoint): Promise<boolean> {
     try {
-      const res = await fetch(new URL("/session/status", ep.client.baseUrl), { headers: ep.client.headers(), signal: AbortSignal.timeout(3000) });
-      const status = (await res.json()) as Record<string, { type: string }>;
+      const status = await ep.client.sessionStatus(ep.directory);
       return Object.values(status).some((s) => s.type !== "idle");
     } catch {
       return false;

@@ -117,7 +117,8 @@ export class OpenWebUIClient {
     }
     let res: Response;
     try {
-      res = await this.fetchFn(new URL(path, this.opts.baseUrl), {
+      // Joined, not resolved: Open WebUI may live under a path prefix.
+      res = await this.fetchFn(this.opts.baseUrl.replace(/\/+$/, "") + path, {
         method,
         headers,
         body: payload,
@@ -138,7 +139,12 @@ export class OpenWebUIClient {
       const retryable = res.status === 429 || res.status >= 500 || (res.status === 400 && /not (yet )?processed|processing/i.test(detail));
       throw new OpenWebUIError(res.status, detail, retryable);
     }
-    return text ? JSON.parse(text) : undefined;
+    if (!text) return undefined;
+    // Open WebUI serves its web app for unknown paths: HTML here means a wrong OPENWEBUI_URL.
+    if (!(res.headers.get("content-type") ?? "").includes("json")) {
+      throw new OpenWebUIError(res.status, `expected JSON from ${path}, got ${res.headers.get("content-type") ?? "no content type"} (is OPENWEBUI_URL right?)`, false);
+    }
+    return JSON.parse(text);
   }
 }
 
