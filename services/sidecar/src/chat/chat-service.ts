@@ -44,8 +44,8 @@ interface LockedTurn {
   /** The conversation before this turn (seeds a recreated session). */
   earlier: ChatMessage[];
   title: string;
-  /** Frees the user's concurrency slot. */
-  releaseSlot: () => void;
+  /** Frees the user's concurrency slot and the runner's in-use mark. */
+  release: () => void;
 }
 
 export interface ChatServiceDeps {
@@ -80,8 +80,14 @@ export class ChatService {
     if (!release) {
       throw new RateLimitError(`Too many concurrent chats for this user (max ${this.deps.maxConcurrentRunsPerUser})`, "concurrency_limit");
     }
+    const space = this.space(req.identity);
+    // In use from here: nothing may stop or recycle the runner while the turn is prepared.
+    const inUse = this.deps.runner.use(space);
+    const releaseAll = () => {
+      inUse();
+      release();
+    };
     try {
-      const space = this.space(req.identity);
       await this.ensureSpace(space);
       // Converted first: a bad attachment is a 400 before anything is created.
       const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages)), agent: req.agent, system: systemPrompt(req.messages) };
@@ -100,27 +106,33 @@ export class ChatService {
       // A client resent history we have no session for (e.g. state was reset): seed it.
       if (created && earlier.length) await this.seed(ep, sessionId, earlier);
 
-      const turn: LockedTurn = { ep, space, req, sessionId, body, earlier, title, releaseSlot: release };
+      const turn: LockedTurn = { ep, space, req, sessionId, body, earlier, title, release: releaseAll };
       return { sessionId, run: (signal) => this.runLocked(turn, signal) };
     } catch (e) {
-      release();
+      releaseAll();
       throw e;
     }
   }
 
   /** An Open WebUI background task: answered by the model, outside the chat's session. */
   async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger): Promise<PreparedTurn> {
-    const space = this.space(identity);
-    await this.ensureSpace(space);
-    const ep = await this.deps.runner.ensure(space);
-    const session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
-    const runner = this.deps.runner;
     const lastUser = [...messages].reverse().find((m) => m.role === "user");
     const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : []), tools: NO_TOOLS, system: systemPrompt(messages) };
+    const space = this.space(identity);
+    const inUse = this.deps.runner.use(space);
+    let ep: RunnerEndpoint;
+    let session: { id: string };
+    try {
+      await this.ensureSpace(space);
+      ep = await this.deps.runner.ensure(space);
+      session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
+    } catch (e) {
+      inUse();
+      throw e;
+    }
     return {
       sessionId: session.id,
       run: async function* (this: void, signal: AbortSignal) {
-        const inUse = runner.use(space);
         try {
           yield* runPrompt(ep, session.id, body, signal, log);
         } finally {
@@ -133,9 +145,8 @@ export class ChatService {
 
   /** Runs a chat turn holding its session's lock; recreates the session once if opencode lost it. */
   private async *runLocked(turn: LockedTurn, signal: AbortSignal): AsyncGenerator<TurnOutput> {
-    const { ep, space, req, sessionId, body, earlier, title, releaseSlot } = turn;
+    const { ep, space, req, sessionId, body, earlier, title, release } = turn;
     let unlock = await this.sessionLocks.acquire(sessionId);
-    const inUse = this.deps.runner.use(space);
     try {
       try {
         yield* runPrompt(ep, sessionId, body, signal, req.log);
@@ -154,8 +165,7 @@ export class ChatService {
       }
     } finally {
       unlock();
-      inUse();
-      releaseSlot();
+      release();
       this.deps.observer?.turnEnded(req.identity, space);
     }
   }

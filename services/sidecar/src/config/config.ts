@@ -22,6 +22,9 @@ export interface Config {
   opencodeServerUsername: string;
   /** `local` mode: the opencode binary (default: the one `opencode-ai` ships). */
   opencodeBinary?: string;
+  /** `local` mode: recycle opencode when idle above this resident size (it keeps what it grew to). */
+  localMaxRssBytes?: number;
+  localRecycleCheckMs: number;
   /** Environment handed to spawned runners: opencode's own config and provider keys. */
   runnerEnv: Record<string, string>;
   /** Gateway keys (Open WebUI's connection key): requests with one may name their user. */
@@ -251,6 +254,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     opencodeServerPassword: env.OPENCODE_SERVER_PASSWORD || undefined,
     opencodeServerUsername: env.OPENCODE_SERVER_USERNAME || "opencode",
     opencodeBinary: env.OPENCODE_BIN || undefined,
+    localMaxRssBytes: env.LOCAL_RUNNER_MAX_RSS === "0" ? undefined : (bytes(env, "LOCAL_RUNNER_MAX_RSS") ?? 3 * 1024 ** 3),
+    localRecycleCheckMs: int(env, "LOCAL_RUNNER_RECYCLE_CHECK_MS", 30_000, 100, 3_600_000),
     runnerEnv,
     gatewayKeys,
     userKeys,

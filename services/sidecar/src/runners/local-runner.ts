@@ -10,7 +10,9 @@
  *
  * Supervision: a crashed process is restarted (with backoff when it keeps crashing); the
  * process is tied to the sidecar through a stdin pipe (bin/tie-to-parent.sh) so that it
- * never outlives it, not even a SIGKILL of the sidecar.
+ * never outlives it, not even a SIGKILL of the sidecar. opencode does not give memory back
+ * after serving many directories, so with `maxRssBytes` set it is recycled (restarted) once
+ * it has grown past that size and no turn is running; sessions live in its database.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -37,9 +39,15 @@ export interface LocalRunnerOptions {
   runnerEnv: Record<string, string>;
   startTimeoutMs: number;
   log: Logger;
+  /** Restart opencode when idle and its resident memory is above this. */
+  maxRssBytes?: number;
+  /** How often to check for that. */
+  recycleCheckMs?: number;
 }
 
 interface Instance {
+  /** Turns begun on this process: a fresh one is never recycled (that would only loop). */
+  turns: number;
   proc: ChildProcess;
   pid: number;
   ready: Promise<RunnerEndpoint>;
@@ -53,11 +61,17 @@ export class LocalRunner implements Runner {
   private stopping = false;
   private crashes = 0;
   private restartTimer?: NodeJS.Timeout;
+  private recycleTimer?: NodeJS.Timeout;
+  private inUse = 0;
 
   constructor(private readonly opts: LocalRunnerOptions) {}
 
   async start(): Promise<void> {
     this.spawnInstance();
+    if (this.opts.maxRssBytes) {
+      this.recycleTimer = setInterval(() => void this.recycleIfBloated(), this.opts.recycleCheckMs ?? 30_000);
+      this.recycleTimer.unref();
+    }
   }
 
   async ensure(space: UserSpace): Promise<RunnerEndpoint> {
@@ -70,9 +84,30 @@ export class LocalRunner implements Runner {
     return { ...endpoint, directory: space.workspaceDir };
   }
 
-  /** One process for everyone, never stopped for idleness: nothing to track. */
+  /** Counts turns in flight: opencode is only recycled between turns. */
   use(): () => void {
-    return () => {};
+    this.inUse++;
+    if (this.current) this.current.turns++;
+    let done = false;
+    return () => {
+      if (!done) this.inUse--;
+      done = true;
+    };
+  }
+
+  /** Restarts an idle opencode that has grown past `maxRssBytes`. Returns whether it did. */
+  async recycleIfBloated(): Promise<boolean> {
+    const inst = this.current;
+    if (!inst?.endpoint || inst.turns === 0 || this.inUse > 0 || this.stopping || !this.opts.maxRssBytes) return false;
+    const rss = treeRssBytes(inst.pid);
+    if (rss <= this.opts.maxRssBytes) return false;
+    // Only this sidecar can drive its opencode (random password), so `inUse` sees every turn.
+    this.opts.log.info({ pid: inst.pid, rssMiB: Math.round(rss / 2 ** 20), maxMiB: Math.round(this.opts.maxRssBytes / 2 ** 20) }, "recycling the local opencode runner");
+    this.current = undefined;
+    inst.endpoint.events.close();
+    await terminate(inst.proc);
+    if (!this.stopping && !this.current) this.spawnInstance();
+    return true;
   }
 
   async health(): Promise<RunnerHealth> {
@@ -94,6 +129,7 @@ export class LocalRunner implements Runner {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    clearInterval(this.recycleTimer);
     const inst = this.current;
     this.current = undefined;
     if (!inst) return;
@@ -106,7 +142,7 @@ export class LocalRunner implements Runner {
     for (const d of ["data", "config", "state", "cache"]) fs.mkdirSync(path.join(dataDir, d), { recursive: true });
     const password = randomBytes(24).toString("base64url");
     const portReady = freePort();
-    const inst = { startedAt: Date.now() } as Instance;
+    const inst = { startedAt: Date.now(), turns: 0 } as Instance;
 
     inst.ready = portReady.then(async (port) => {
       const env = {
@@ -161,6 +197,22 @@ export class LocalRunner implements Runner {
       if (!this.current && !this.stopping) this.spawnInstance();
     }, delay);
   }
+}
+
+/** Resident memory of a process and its descendants (Linux /proc; 0 when unreadable). */
+function treeRssBytes(pid: number): number {
+  let total = 0;
+  const visit = (p: number) => {
+    try {
+      const kb = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, "utf8"))?.[1];
+      total += Number(kb ?? 0) * 1024;
+      for (const c of fs.readFileSync(`/proc/${p}/task/${p}/children`, "utf8").split(" ").filter(Boolean)) visit(Number(c));
+    } catch {
+      /* gone, or not Linux */
+    }
+  };
+  visit(pid);
+  return total;
 }
 
 function freePort(): Promise<number> {

@@ -20,6 +20,8 @@ export function createRunner(config: Config, log: Logger): Runner {
         runnerEnv: config.runnerEnv,
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,
+        maxRssBytes: config.localMaxRssBytes,
+        recycleCheckMs: config.localRecycleCheckMs,
       });
     case "shared":
       return new SharedRunner({

@@ -133,3 +133,22 @@ describe("runner crash and client disconnect (in process)", () => {
     expect(sidecar.logs.some((l) => l.includes('"aborted":true'))).toBe(true);
   });
 });
+
+describe("local runner memory", () => {
+  it("recycles an idle opencode that grew past LOCAL_RUNNER_MAX_RSS, keeping the chat's session", async () => {
+    const sc = await startSidecar(scriptedEnv(model.baseURL, { LOCAL_RUNNER_MAX_RSS: "64m", LOCAL_RUNNER_RECYCLE_CHECK_MS: "300" }));
+    try {
+      const chatId = randomUUID();
+      // While a turn runs it is never recycled, however big it is.
+      expect(await askCount(sc.url, chatId)).toBe("turns=1");
+      const [before] = opencodePids(process.pid);
+      await waitFor(() => sc.logs.some((l) => l.includes("recycling the local opencode runner")), 15_000, "a recycle");
+      await waitFor(() => sc.logs.filter((l) => l.includes("local opencode runner ready")).length >= 2, 15_000, "the new opencode");
+      expect(await askCount(sc.url, chatId)).toBe("turns=2");
+      const after = opencodePids(process.pid);
+      expect(after).not.toContain(before);
+    } finally {
+      await sc.close();
+    }
+  });
+});
