@@ -268,3 +268,11 @@ describe("docker runner settings", () => {
     expect(c.runnerEnv).not.toHaveProperty("OPENCODE_SERVER_PASSWORD");
   });
 });
+
+describe("local runner recycling", () => {
+  it("recycles above 3 GiB by default, at a chosen size, or never with 0", () => {
+    expect(loadConfig({}).localMaxRssBytes).toBe(3 * 1024 ** 3);
+    expect(loadConfig({ LOCAL_RUNNER_MAX_RSS: "1500m" }).localMaxRssBytes).toBe(1500 * 1024 ** 2);
+    expect(loadConfig({ LOCAL_RUNNER_MAX_RSS: "0" }).localMaxRssBytes).toBeUndefined();
+  });
+});
