@@ -85,24 +85,17 @@ export class DockerRunner implements Runner {
     return `open-persona-data-${hash}`;
   }
 
-  /** Ensures the network, then adopts the runners already running (by label). */
+  /**
+   * Ensures the network, then adopts the runners already running (by label) in the
+   * background: a runner that is slow or broken must not hold up the sidecar's start.
+   */
   async start(): Promise<void> {
     try {
       await this.ensureNetwork();
       const running = await this.opts.docker.listContainers({ filters: { label: [`${LABEL_MANAGED}=true`], status: ["running"] } });
       for (const c of running) {
         const hash = c.Labels[LABEL_USER];
-        if (!hash) continue;
-        await this.locks.acquire(hash).then(async (unlock) => {
-          try {
-            await this.connect(hash, c.Id);
-            this.opts.log.info({ user: hash, container: c.Id.slice(0, 12) }, "adopted running runner");
-          } catch (e) {
-            this.opts.log.warn({ user: hash, err: (e as Error).message }, "could not adopt runner; it will be restarted on demand");
-          } finally {
-            unlock();
-          }
-        });
+        if (hash) void this.adopt(hash, c.Id);
       }
     } catch (e) {
       // The engine may come up later: ensure() retries and answers 503 meanwhile.
@@ -112,6 +105,19 @@ export class DockerRunner implements Runner {
       const every = Math.max(1000, Math.min(30_000, Math.floor(this.opts.idleTimeoutMs / 4)));
       this.reaper = setInterval(() => void this.stopIdle(), every);
       this.reaper.unref();
+    }
+  }
+
+  private async adopt(hash: string, containerId: string): Promise<void> {
+    const unlock = await this.locks.acquire(hash);
+    try {
+      if (this.live.has(hash)) return;
+      await this.connect(hash, containerId);
+      this.opts.log.info({ user: hash, container: containerId.slice(0, 12) }, "adopted running runner");
+    } catch (e) {
+      this.opts.log.warn({ user: hash, err: (e as Error).message }, "could not adopt runner; it will be restarted on demand");
+    } finally {
+      unlock();
     }
   }
 
