@@ -86,8 +86,11 @@ export function runnerProcessEnv(runnerEnv: Record<string, string>): Record<stri
     configFile: runnerEnv.OPENCODE_CONFIG,
     configContent: runnerEnv.OPENCODE_CONFIG_CONTENT,
   });
+  // The config file's content is merged in above: its path would mean nothing inside a
+  // runner container.
+  const { OPENCODE_CONFIG: _merged, ...rest } = runnerEnv;
   return {
-    ...runnerEnv,
+    ...rest,
     OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
     OPENCODE_DISABLE_AUTOUPDATE: "1",
     // The workspace is agent-writable: a project opencode.json there must not change the rules.

@@ -141,4 +141,14 @@ describe("runnerProcessEnv", () => {
     expect(cfg.permission.bash).toBe("allow");
     expect(env).toMatchObject({ OPENAI_API_KEY: "sk", OPENCODE_DISABLE_AUTOUPDATE: "1", OPENCODE_DISABLE_PROJECT_CONFIG: "1" });
   });
+
+  it("merges an OPENCODE_CONFIG file into the content and does not pass its path on", () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "op-cfg-")), "opencode.json");
+    fs.writeFileSync(file, JSON.stringify({ model: "from/file", permission: { webfetch: "ask" } }));
+    const env = runnerProcessEnv({ OPENCODE_CONFIG: file, OPENCODE_CONFIG_CONTENT: JSON.stringify({ small_model: "from/content" }) });
+    const cfg = JSON.parse(env.OPENCODE_CONFIG_CONTENT!) as Json;
+    expect(cfg).toMatchObject({ model: "from/file", small_model: "from/content" });
+    expect(cfg.permission.webfetch).toBe("allow");
+    expect(env.OPENCODE_CONFIG).toBeUndefined();
+  });
 });
