@@ -7,6 +7,7 @@ import type { Response } from "express";
 export class SseWriter {
   private timer?: NodeJS.Timeout;
   private closed = false;
+  private lastWriteAt = 0;
 
   constructor(
     private readonly res: Response,
@@ -21,6 +22,7 @@ export class SseWriter {
     // Reverse proxies (nginx) must not buffer the stream.
     this.res.setHeader("x-accel-buffering", "no");
     this.res.flushHeaders();
+    this.lastWriteAt = Date.now();
     this.arm();
   }
 
@@ -49,11 +51,18 @@ export class SseWriter {
   private write(s: string): void {
     if (this.closed || this.res.writableEnded) return;
     this.res.write(s);
-    this.arm();
+    // Per chunk only a timestamp: the keep-alive timer re-arms itself from it.
+    this.lastWriteAt = Date.now();
   }
 
-  private arm(): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.write(": keep-alive\n\n"), this.keepAliveMs);
+  private arm(delay = this.keepAliveMs): void {
+    this.timer = setTimeout(() => {
+      if (this.closed) return;
+      const silent = Date.now() - this.lastWriteAt;
+      if (silent >= this.keepAliveMs) {
+        this.write(": keep-alive\n\n");
+        this.arm();
+      } else this.arm(this.keepAliveMs - silent);
+    }, delay);
   }
 }
