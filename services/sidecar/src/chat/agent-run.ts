@@ -3,7 +3,7 @@
  * The session subscription is taken before the prompt is sent, so nothing is missed.
  *
  * Ending early (client disconnect → `signal`, or the consumer stopping) aborts the opencode
- * run, idempotently. Permission and question requests are rejected at once: nobody can
+ * run, idempotently. A transient loss of the event stream is bridged from the messages API. Permission and question requests are rejected at once: nobody can
  * answer them behind a chat API, and an unanswered one would hang the run forever.
  */
 import type { Logger } from "../log/logger.js";

@@ -4,7 +4,8 @@
  *
  * A turn starts when the prompt is sent and ends at the first `session.idle` after the
  * session went busy (a late idle of the previous turn arrives before our `busy` on the same
- * stream, and is ignored), or at `session.error`, or when the event stream is lost.
+ * stream, and is ignored), or at `session.error`, or when the event stream is lost for good
+ * (a transient loss is bridged by `catchUp`, fed from the messages API).
  */
 import type { MessageInfo, OpencodeEvent, Part, TokenUsage } from "../opencode/events.js";
 
