@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { jwtVerify } from "jose";
 import { AuthenticationError, BadRequestError } from "../errors/api-error.js";
+import { headerValue as header } from "../http/headers.js";
 import { userHash } from "../workspace/user-space.js";
 
 export type CallerKind = "gateway" | "user-key" | "local";
@@ -38,12 +39,6 @@ export interface AuthOptions {
 export const LOCAL_USER_ID = "local";
 
 const sha = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
-
-function header(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  const s = Array.isArray(v) ? v[0] : v;
-  return s && s.trim() ? s.trim() : undefined;
-}
 
 export class Authenticator {
   // Keys are held as hashes: lookups never compare secrets byte by byte.

@@ -13,17 +13,12 @@ import { SseWriter } from "../chat/sse-writer.js";
 import type { TurnOutput, Usage } from "../chat/turn-translator.js";
 import { AgentRunError, BadRequestError, NotFoundError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
+import { headerValue as header } from "./headers.js";
 import { MODELS } from "./models.js";
 
 export interface ChatRouteDeps {
   chat: ChatService;
   keepAliveMs: number;
-}
-
-function header(req: Request, name: string): string | undefined {
-  const v = req.headers[name];
-  const s = (Array.isArray(v) ? v[0] : v)?.trim();
-  return s || undefined;
 }
 
 /**
@@ -33,9 +28,9 @@ function header(req: Request, name: string): string | undefined {
  * temporary chats never share one agent session.
  */
 function chatKeyOf(req: Request, identity: Identity, body: ChatCompletionRequest): string {
-  const owui = header(req, "x-openwebui-chat-id");
+  const owui = header(req.headers, "x-openwebui-chat-id");
   if (owui && owui !== "local" && !owui.startsWith("local:")) return owui;
-  return header(req, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
+  return header(req.headers, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
 }
 
 export function chatCompletions(deps: ChatRouteDeps) {
@@ -47,7 +42,7 @@ export function chatCompletions(deps: ChatRouteDeps) {
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
 
-    const isTask = !!header(req, "x-openwebui-task") || isTaskPrompt(body.messages);
+    const isTask = !!header(req.headers, "x-openwebui-task") || isTaskPrompt(body.messages);
     const chatKey = chatKeyOf(req, identity, body);
     const turnLog = log.child({ chatId: chatKey, task: isTask || undefined });
     res.locals.log = turnLog;
