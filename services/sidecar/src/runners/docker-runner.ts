@@ -43,8 +43,6 @@ export interface DockerRunnerOptions {
   network: string;
   /** The workspace root as the Docker engine sees it (differs when the sidecar is in a container). */
   workspaceHostRoot: string;
-  /** The workspace root as the sidecar sees it (to create and chown user directories). */
-  workspaceRoot: string;
   /** `uid:gid` the runner runs as; new workspaces are given to it when the sidecar is root. */
   user: string;
   memoryBytes?: number;
@@ -133,7 +131,7 @@ export class DockerRunner implements Runner {
       // Lost or never seen: find the container again (it may have died or been removed).
       this.forget(hash);
       await this.ensureNetwork();
-      const id = await this.startContainer(hash);
+      const id = await this.startContainer(space);
       return (await this.connect(hash, id)).endpoint;
     } finally {
       unlock();
@@ -231,7 +229,8 @@ export class DockerRunner implements Runner {
   }
 
   /** Starts the user's container, creating it when it does not exist. Returns its id. */
-  private async startContainer(hash: string): Promise<string> {
+  private async startContainer(space: UserSpace): Promise<string> {
+    const hash = space.hash;
     const { docker, log } = this.opts;
     const name = DockerRunner.containerName(hash);
     let container = docker.getContainer(name);
@@ -240,7 +239,7 @@ export class DockerRunner implements Runner {
       throw engineError(e);
     });
     if (!info) {
-      await this.prepareWorkspace(hash);
+      await this.prepareWorkspace(space.workspaceDir);
       container = await docker.createContainer(this.spec(hash)).catch((e: { statusCode?: number; message?: string }) => {
         if (e.statusCode === 409) return docker.getContainer(name); // created concurrently by another sidecar
         if (e.statusCode === 404) {
@@ -300,8 +299,7 @@ export class DockerRunner implements Runner {
   }
 
   /** The workspace must exist before Docker bind-mounts it, and belong to the runner user. */
-  private async prepareWorkspace(hash: string): Promise<void> {
-    const dir = path.join(this.opts.workspaceRoot, hash);
+  private async prepareWorkspace(dir: string): Promise<void> {
     await fs.mkdir(dir, { recursive: true });
     if (process.getuid?.() === 0) {
       const [uid, gid] = this.opts.user.split(":").map(Number);

@@ -37,7 +37,6 @@ export function createRunner(config: Config, log: Logger): Runner {
         docker: dockerClient(d.host),
         image: d.image,
         network: d.network,
-        workspaceRoot: config.workspaceRoot,
         workspaceHostRoot: d.workspaceHostRoot,
         user: d.user,
         memoryBytes: d.memoryBytes,
