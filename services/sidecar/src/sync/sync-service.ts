@@ -57,6 +57,8 @@ interface UserSync {
   state: UserSyncState;
   timer?: NodeJS.Timeout;
   running: boolean;
+  /** Paths whose skip reason was already logged. */
+  skipLogged: Set<string>;
   saving?: Promise<void>;
   saveAgain: boolean;
 }
@@ -137,7 +139,13 @@ export class SyncService implements WorkspaceObserver {
       if (m) {
         const st = await fs.stat(path.join(ws, rel)).catch(() => undefined);
         if (st && st.size === m.size && st.mtimeMs === m.mtimeMs) continue;
-      } else if (!(await this.opts.filter.check(ws, rel)).sync) continue;
+      } else {
+        const verdict = await this.opts.filter.check(ws, rel);
+        if (!verdict.sync) {
+          this.skipped(u, rel, verdict.reason);
+          continue;
+        }
+      }
       queued += this.queue(u, rel, "upsert", 0);
     }
     for (const rel of Object.keys(u.state.manifest)) if (!seen.has(rel)) queued += this.queue(u, rel, "delete", 0);
@@ -160,7 +168,7 @@ export class SyncService implements WorkspaceObserver {
   private queue(u: UserSync, rel: string, op: "upsert" | "delete", delayMs: number): number {
     const verdict = this.opts.filter.byName(rel);
     if (verdict && !verdict.sync && !u.state.manifest[rel]) {
-      this.opts.log.debug({ user: u.hash, path: rel, reason: verdict.reason }, "sync skipped");
+      this.skipped(u, rel, verdict.reason);
       return 0;
     }
     const now = Date.now();
@@ -170,6 +178,14 @@ export class SyncService implements WorkspaceObserver {
     const nextAt = Math.min(now + delayMs, queuedAt + this.opts.maxDelayMs);
     u.state.pending[rel] = { op, queuedAt, nextAt: Math.max(prev?.attempts ? prev.nextAt : 0, nextAt), attempts: prev?.attempts ?? 0, lastError: prev?.lastError };
     return 1;
+  }
+
+  /** Logs why a path is not synced, once per path and reason (reconciliation sees it every turn). */
+  private skipped(u: UserSync, rel: string, reason: string): void {
+    const key = `${rel}\0${reason}`;
+    if (u.skipLogged.has(key)) return;
+    u.skipLogged.add(key);
+    this.opts.log.info({ user: u.hash, path: rel, reason }, "sync skipped");
   }
 
   private schedule(u: UserSync): void {
@@ -221,7 +237,7 @@ export class SyncService implements WorkspaceObserver {
     if (op === "upsert") {
       const verdict = await filter.check(u.space.workspaceDir, rel);
       if (!verdict.sync) {
-        log.info({ user: u.hash, path: rel, reason: verdict.reason }, "sync skipped");
+        this.skipped(u, rel, verdict.reason);
         if (prev) await this.remove(u, rel);
         return;
       }
@@ -331,7 +347,7 @@ export class SyncService implements WorkspaceObserver {
         const space = userSpace(this.opts.workspaceRoot, this.opts.stateRoot, hash);
         const state = (await loadSyncState(space.stateDir)) ?? (userId ? { userId, manifest: {}, pending: {} } : undefined);
         if (!state) throw new Error("no sync state");
-        const u: UserSync = { hash, space, state, running: false, saveAgain: false };
+        const u: UserSync = { hash, space, state, running: false, saveAgain: false, skipLogged: new Set() };
         this.users.set(hash, u);
         this.persist(u);
         this.schedule(u);

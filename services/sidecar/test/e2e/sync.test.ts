@@ -121,6 +121,12 @@ describe("knowledge-base sync", () => {
     const everything = [...owui.files.values()].map((f) => f.content.toString("utf8")).join("\n");
     expect(everything).not.toContain(marker);
     expect([...kb(ALICE).keys()].some((k) => k.includes(".env") || k.endsWith(".pem") || k.includes("tmp.txt"))).toBe(false);
+    // The logs say what was skipped and why, once per path (not at every reconciliation).
+    const skips = sidecar.logs.filter((l) => l.includes('"msg":"sync skipped"') && l.includes('"path":".env"'));
+    expect(skips).toHaveLength(1);
+    expect(skips[0]).toContain("looks like a secret");
+    expect(sidecar.logs.some((l) => l.includes('"msg":"sync skipped"') && l.includes('"path":"scratch/tmp.txt"') && l.includes(".gitignore"))).toBe(true);
+    expect(sidecar.logs.join("\n")).not.toContain(marker);
   });
 
   it("settles identical content in two files without an error loop (duplicate-content quirk)", async () => {
