@@ -185,7 +185,8 @@ describe("loadConfig rejects bad values, naming the variable", () => {
 });
 
 describe("runnerEnv", () => {
-  const env = {
+  /** What runners must get. */
+  const forwarded = {
     OPENCODE_CONFIG_CONTENT: '{"model":"x/y"}',
     OPENCODE_CONFIG: "/etc/opencode.json",
     OPENCODE_DISABLE_MODELS_FETCH: "1",
@@ -194,6 +195,9 @@ describe("runnerEnv", () => {
     OPENAI_BASE_URL: "http://proxy/v1",
     AWS_REGION: "eu-west-1",
     HTTPS_PROXY: "http://proxy:3128",
+  };
+  const env = {
+    ...forwarded,
     // Sidecar-only:
     SIDECAR_API_KEYS: "gateway-key",
     OPENWEBUI_URL: "http://openwebui:8080",
@@ -210,16 +214,7 @@ describe("runnerEnv", () => {
 
   it("forwards opencode's own settings and provider credentials", () => {
     const { runnerEnv } = loadConfig(env, CWD);
-    expect(runnerEnv).toMatchObject({
-      OPENCODE_CONFIG_CONTENT: '{"model":"x/y"}',
-      OPENCODE_CONFIG: "/etc/opencode.json",
-      OPENCODE_DISABLE_MODELS_FETCH: "1",
-      OPENAI_API_KEY: "sk-openai",
-      ANTHROPIC_API_KEY: "sk-ant",
-      OPENAI_BASE_URL: "http://proxy/v1",
-      AWS_REGION: "eu-west-1",
-      HTTPS_PROXY: "http://proxy:3128",
-    });
+    expect(runnerEnv).toMatchObject(forwarded);
   });
 
   it("does not forward the sidecar's own secrets or unrelated variables", () => {
