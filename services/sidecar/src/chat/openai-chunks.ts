@@ -52,7 +52,8 @@ export class ChunkEncoder {
   encode(o: TurnOutput): ChatCompletionChunk[] {
     // Reasoning ended: release any fragment its guard held back before what follows.
     if (o.kind === "reasoning") return this.delta({ reasoning_content: this.reasoningGuard.push(o.text) });
-    return [...this.delta({ reasoning_content: this.reasoningGuard.flush() }), ...this.encodeOther(o)];
+    const held = this.reasoningGuard.flush();
+    return held ? [...this.delta({ reasoning_content: held }), ...this.encodeOther(o)] : this.encodeOther(o);
   }
 
   private encodeOther(o: Exclude<TurnOutput, { kind: "reasoning" }>): ChatCompletionChunk[] {
