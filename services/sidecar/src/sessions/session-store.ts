@@ -23,6 +23,11 @@ type SessionMap = Record<string, SessionRecord>;
 export class SessionStore {
   /** In-process queue per file: proper-lockfile only retries, so serialize here first. */
   private readonly local = new Map<string, Promise<unknown>>();
+  /**
+   * Parsed maps for the lock-free lookup every turn makes, reused while the file's mtime and
+   * size are unchanged (a stat instead of a read and a parse). Never handed to writers.
+   */
+  private readonly parsed = new Map<string, { mtimeMs: number; size: number; map: Readonly<SessionMap> }>();
 
   /**
    * Returns the session for `chatKey`, creating it with `create` when absent.
@@ -36,7 +41,7 @@ export class SessionStore {
     create: () => Promise<string>,
   ): Promise<{ sessionId: string; created: boolean; saved: Promise<void> }> {
     const done = Promise.resolve();
-    const existing = (await readMap(fileOf(stateDir)))[chatKey];
+    const existing = (await this.lookupMap(fileOf(stateDir)))[chatKey];
     if (existing) return { sessionId: existing.sessionId, created: false, saved: done };
     return new Promise((resolve, reject) => {
       let handedOut = false;
@@ -70,7 +75,17 @@ export class SessionStore {
   }
 
   async get(stateDir: string, chatKey: string): Promise<string | undefined> {
-    return (await readMap(fileOf(stateDir)))[chatKey]?.sessionId;
+    return (await this.lookupMap(fileOf(stateDir)))[chatKey]?.sessionId;
+  }
+
+  private async lookupMap(file: string): Promise<Readonly<SessionMap>> {
+    const st = await fs.stat(file).catch(() => undefined);
+    if (!st) return {};
+    const hit = this.parsed.get(file);
+    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.map;
+    const map = await readMap(file);
+    this.parsed.set(file, { mtimeMs: st.mtimeMs, size: st.size, map });
+    return map;
   }
 
   private update(stateDir: string, change: (map: SessionMap) => void): Promise<void> {
