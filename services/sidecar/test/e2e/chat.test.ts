@@ -50,8 +50,10 @@ describe("streaming", () => {
     }
     expect(arrivals.map((a) => a.text).join("")).toBe("tok ".repeat(10));
     expect(arrivals.length).toBeGreaterThanOrEqual(8);
-    // Ten tokens 150 ms apart: the first must arrive long before the last (no buffering).
-    expect(arrivals.at(-1)!.at - arrivals[0]!.at).toBeGreaterThan(1000);
+    // Ten tokens 150 ms apart (1350 ms from first to last): the first must arrive long before
+    // the last. A buffered replay would show them all at once; the margin is for a loaded
+    // machine, where opencode hands over the first token late (measured: 966 ms apart).
+    expect(arrivals.at(-1)!.at - arrivals[0]!.at).toBeGreaterThan(600);
     expect(finish).toBe("stop");
   });
 
