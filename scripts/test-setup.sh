@@ -27,3 +27,6 @@ fi
 out="$(RUNNER_IMAGE_BUILD="${RUNNER_IMAGE_BUILD:-local}" bash services/runner/build-image.sh 2>&1)" || { echo "$out" >&2; exit 1; }
 # The legacy builder's deprecation notice is noise here.
 echo "$out" | grep -v -i -E 'deprecated|buildx|buildkit|^\s*$' || true
+
+# The real Open WebUI (pinned), the official Python openai client and Debian's chromium.
+bash scripts/openwebui-setup.sh

@@ -59,7 +59,8 @@ export async function startSidecar(env: Record<string, string>): Promise<InProce
   const sidecar = buildSidecar(config, createLogger(config.logLevel, sink));
   await sidecar.start();
   const server: Server = await new Promise((resolve) => {
-    const s = sidecar.app.listen(0, "127.0.0.1", () => resolve(s));
+    // PORT in env picks the port (a peer that must know the URL before the sidecar starts).
+    const s = sidecar.app.listen(config.port, "127.0.0.1", () => resolve(s));
   });
   const port = (server.address() as { port: number }).port;
   return {
