@@ -45,7 +45,16 @@ export class ChunkEncoder {
 
   constructor(
     private readonly model: string,
-    private readonly opts: { includeUsage: boolean; statusEvents: boolean },
+    private readonly opts: {
+      /** `stream_options.include_usage`: a final `choices: []` chunk with usage, as OpenAI does. */
+      includeUsage: boolean;
+      /**
+       * The caller is Open WebUI (or a client that renders like it): status events, and usage
+       * on the finishing chunk even unasked — Open WebUI asks only for models an admin marked
+       * with the Usage capability, but shows usage from any chunk.
+       */
+      openWebUI: boolean;
+    },
   ) {}
 
   /** Chunks for one output; `error` outputs are not chunks (see sse-writer). */
@@ -67,7 +76,9 @@ export class ChunkEncoder {
       case "retry":
         return this.status(`Model provider busy, retrying${o.attempt ? ` (attempt ${o.attempt})` : ""}: ${o.message}`, false);
       case "finish": {
-        const out = [...this.delta({ content: this.textGuard.flush() }), this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }])];
+        const finish = this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }]);
+        if (this.opts.openWebUI && !this.opts.includeUsage) finish.usage = o.usage;
+        const out = [...this.delta({ content: this.textGuard.flush() }), finish];
         if (this.opts.includeUsage) out.push({ ...this.chunk([]), usage: o.usage });
         return out;
       }
@@ -86,7 +97,7 @@ export class ChunkEncoder {
   }
 
   private status(description: string, done: boolean): ChatCompletionChunk[] {
-    if (!this.opts.statusEvents) return [];
+    if (!this.opts.openWebUI) return [];
     // The description carries agent-chosen text (commands, paths): no markup, no control
     // characters, bounded length.
     const safe = description.replace(/[<>\u0000-\u001f\u007f]/g, " ").slice(0, 200);

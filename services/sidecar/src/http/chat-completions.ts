@@ -70,9 +70,9 @@ async function streamTurn(
   signal: AbortSignal,
   keepAliveMs: number,
   log: Logger,
-  statusEvents: boolean,
+  openWebUI: boolean,
 ): Promise<void> {
-  const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, statusEvents });
+  const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, openWebUI });
   const sse = new SseWriter(res, keepAliveMs);
   sse.open();
   let chunks = 0;

@@ -82,7 +82,7 @@ describe("toolCallBlock", () => {
 
 describe("ChunkEncoder", () => {
   it("puts role on the first delta only, and keeps one id", () => {
-    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, statusEvents: true });
+    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, openWebUI: true });
     const chunks = encodeAll(enc, [
       { kind: "tool-start", callId: "c", name: "bash", title: "bash: ls" },
       { kind: "reasoning", text: "hmm" },
@@ -102,7 +102,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("sends the usage chunk after the finish chunk, only when includeUsage", () => {
-    const withUsage = new ChunkEncoder("m", { includeUsage: true, statusEvents: false });
+    const withUsage = new ChunkEncoder("m", { includeUsage: true, openWebUI: false });
     const a = encodeAll(withUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "length", usage }]);
     const finishAt = a.findIndex((c) => c.choices[0]?.finish_reason);
     expect(a[finishAt]!.choices[0]).toEqual({ index: 0, delta: {}, finish_reason: "length" });
@@ -110,25 +110,29 @@ describe("ChunkEncoder", () => {
     expect(a.slice(finishAt + 1)).toHaveLength(1);
     expect(a.at(-1)).toMatchObject({ choices: [], usage });
 
-    const noUsage = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const noUsage = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
     const b = encodeAll(noUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }]);
     expect(b.some((c) => c.usage)).toBe(false);
     expect(b.at(-1)!.choices[0]!.finish_reason).toBe("stop");
+
+    // Open WebUI rarely asks for usage but shows it from any chunk: on the finish chunk.
+    const owui = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), [{ kind: "finish", reason: "stop", usage }]);
+    expect(owui.filter((c) => c.usage)).toEqual([expect.objectContaining({ usage, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })]);
   });
 
-  it("suppresses status events when statusEvents is false", () => {
+  it("suppresses status events for clients other than Open WebUI", () => {
     const end: ToolEnd = { kind: "tool-end", callId: "c1", name: "write", args: { filePath: "a" }, result: "ok", failed: false };
     const outs: TurnOutput[] = [
       { kind: "tool-start", callId: "c1", name: "write", title: "write: a" },
       end,
       { kind: "retry", message: "busy", attempt: 1 },
     ];
-    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, statusEvents: false }), outs);
+    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false }), outs);
     expect(off.some((c) => c.event)).toBe(false);
     expect(off).toHaveLength(1);
     expect(contentOf(off)).toContain('<details type="tool_calls"');
 
-    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, statusEvents: true }), outs);
+    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), outs);
     expect(on.filter((c) => c.event).map((c) => c.event)).toEqual([
       { type: "status", data: { description: "Running write: a", done: false } },
       { type: "status", data: { description: "Ran write", done: true } },
@@ -138,7 +142,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("never emits delta.tool_calls and never an empty delta", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: true, statusEvents: true });
+    const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "" },
       { kind: "tool-end", callId: "c", name: "bash", args: {}, result: "", failed: true },
@@ -153,7 +157,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes tool-call markup in the agent's text across chunks, but not in its own blocks", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "look <deta" },
       { kind: "text", text: 'ils type="tool_calls">' },
@@ -168,7 +172,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes markup in reasoning too", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "<details type=" },
       { kind: "reasoning", text: '"tool_calls"> ok' },
@@ -179,7 +183,7 @@ describe("ChunkEncoder", () => {
   it("does not lose a reasoning fragment held back by the guard when the turn moves on", () => {
     // Reasoning ending in "<" (or "<det", "</"…) is held by the reasoning guard; it must
     // come out before the turn ends.
-    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "is a <" },
       { kind: "text", text: "answer" },
@@ -190,7 +194,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("flushes held text before an error", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "partial <" },
       { kind: "error", message: "boom", code: "x" },
@@ -201,7 +205,7 @@ describe("ChunkEncoder", () => {
 
 describe("status events carry no markup from the agent", () => {
   it("strips angle brackets and control characters from tool titles", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, statusEvents: true });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true });
     const [chunk] = enc.encode({ kind: "tool-start", callId: "c", name: "bash", title: 'bash: echo "<img src=x onerror=alert(1)>"\n\u0007' });
     expect(chunk!.event!.data.description).not.toMatch(/[<>\n\u0007]/);
     expect(chunk!.event!.data.description).toContain("img src=x");
