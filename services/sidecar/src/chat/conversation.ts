@@ -88,8 +88,23 @@ export function derivedChatKey(userHash: string, messages: ChatMessage[]): strin
 /** Text that replays a conversation into a fresh session (stored without a reply). */
 export function transcript(msgs: ChatMessage[]): string | undefined {
   if (msgs.length === 0) return undefined;
-  const lines = msgs.map((m) => `${m.role === "user" ? "User" : "Assistant"}: ${textOf(m)}`);
+  const lines = msgs.map((m) => (m.role === "user" ? `User: ${textOf(m)}` : `Assistant: ${compactToolBlocks(textOf(m))}`));
   return `The conversation so far (restored after the agent's session was lost):\n\n${lines.join("\n\n")}`;
+}
+
+const TOOL_BLOCK = /<details type="tool_calls"[^>]*?\bname="([^"]*)"[^>]*?\barguments="([^"]*)"[^>]*>[\s\S]*?<\/details>/g;
+const unescapeAttr = (s: string) =>
+  s.replace(/&quot;/g, '"').replace(/&#x27;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+
+/**
+ * Earlier assistant messages come back from Open WebUI with our tool-call blocks in their
+ * text (escaped HTML, results included): in a transcript they become one short line each.
+ */
+export function compactToolBlocks(text: string): string {
+  return text.replace(TOOL_BLOCK, (_m, name: string, args: string) => {
+    const a = unescapeAttr(args);
+    return `[ran ${unescapeAttr(name)} ${a.length > 200 ? `${a.slice(0, 200)}…` : a}]`;
+  });
 }
 
 /** Open WebUI's background tasks (title, tags, follow-ups, queries…) start like this. */

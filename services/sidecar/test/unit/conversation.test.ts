@@ -9,6 +9,7 @@ import {
   toPromptParts,
   transcript,
 } from "../../src/chat/conversation.js";
+import { toolCallBlock } from "../../src/chat/openai-chunks.js";
 import type { ChatMessage } from "../../src/chat/request-schema.js";
 import { BadRequestError } from "../../src/errors/api-error.js";
 
@@ -54,6 +55,17 @@ describe("latestUserTurn / history", () => {
     const t = transcript(history(convo))!;
     expect(t).toContain("User: first question\n\nAssistant: first answer\n\nUser: second question\n\nAssistant: second answer");
     expect(transcript([])).toBeUndefined();
+  });
+
+  it("transcript shows the tool-call blocks Open WebUI sends back as one line each", () => {
+    const block = toolCallBlock({ kind: "tool-end", callId: "c1", name: "write", args: { filePath: "a.py", content: "x = '<1>'" }, result: "Wrote file successfully.", failed: false });
+    const t = transcript([
+      { role: "user", content: "write it" },
+      { role: "assistant", content: `Sure.${block}Done.` },
+    ])!;
+    expect(t).toContain(`Assistant: Sure.\n[ran write {"filePath":"a.py","content":"x = '<1>'"}]\nDone.`);
+    expect(t).not.toContain("<details");
+    expect(t).not.toContain("Wrote file successfully");
   });
 
   it("systemPrompt joins system and developer messages", () => {
