@@ -1,8 +1,9 @@
 /**
  * What may leave a workspace for the knowledge base. Never: anything outside the workspace
  * (symlinks resolved), the agent's and the sidecar's own files, `.git/`, paths a
- * `.gitignore` matches, secrets, files over the size cap, and (unless allowed) HTML/SVG,
- * which Open WebUI's previewers have rendered unsafely before.
+ * `.gitignore` matches, secrets, files over the size cap, binaries other than documents
+ * (Open WebUI 0.12 "processes" an image or an executable as text and indexes the garbage),
+ * and (unless allowed) HTML/SVG, which Open WebUI's previewers have rendered unsafely before.
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -29,6 +30,21 @@ const SECRET_NAMES: RegExp[] = [
 ];
 
 const HTML_LIKE = /\.(html?|xhtml|svg|svgz)$/i;
+
+/** Binary formats Open WebUI extracts text from (its document loaders). */
+const DOCUMENTS = /\.(pdf|docx?|xlsx?|pptx?|odt|ods|odp|epub|rtf|msg|eml)$/i;
+
+/** git's heuristic: a NUL byte in the first 8000 bytes means binary. */
+async function looksBinary(file: string): Promise<boolean> {
+  const fh = await fs.open(file, "r");
+  try {
+    const buf = Buffer.alloc(8000);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead).includes(0);
+  } finally {
+    await fh.close();
+  }
+}
 
 export class SyncFilter {
   private readonly ignoreCache = new Map<string, { mtimeMs: number; ig: Ignore }>();
@@ -70,6 +86,7 @@ export class SyncFilter {
     if (!st.isFile()) return { sync: false, reason: "not a regular file" };
     if (st.size > this.opts.maxBytes) return { sync: false, reason: `larger than ${this.opts.maxBytes} bytes` };
     if (st.size === 0) return { sync: false, reason: "empty" };
+    if (!DOCUMENTS.test(rel) && (await looksBinary(real))) return { sync: false, reason: "binary file with no text to index" };
     return { sync: true, realPath: real, size: st.size };
   }
 

@@ -195,6 +195,8 @@ describe("knowledge-base sync into the real Open WebUI", () => {
     const files = await aliceKbSoon((f) => f.has("src__app__main.py") && (f.has("one.txt") || f.has("two.txt")), "nested and duplicate files");
     expect(files.get("src__app__main.py")).toContain("def main()");
     expect(files.has("empty.txt")).toBe(false);
+    // Open WebUI would index an image's bytes as text: binaries other than documents stay out.
+    expect(files.has("logo.png")).toBe(false);
     // Identical content is refused by Open WebUI under a second name: one of the two is there.
     expect([files.has("one.txt"), files.has("two.txt")].filter(Boolean)).toHaveLength(1);
     // Nothing keeps retrying: the outbox drains.

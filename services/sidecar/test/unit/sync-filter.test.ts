@@ -37,6 +37,10 @@ beforeAll(() => {
   write("big.bin", "y".repeat(101));
   write("page.html", "<script>");
   write("empty.txt", "");
+  write("logo.png", "\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+  write("tool.bin", "\x7fELF\x02\x01\x01\0");
+  write("report.pdf", "%PDF-1.4\n\0binary body");
+  write("latin1.txt", Buffer.from("caf\xe9 au lait", "latin1").toString("latin1"));
   fs.symlinkSync(path.join(outside, "secret.txt"), path.join(ws, "escape.txt"));
   fs.symlinkSync(path.join(ws, "README.md"), path.join(ws, "inside-link.md"));
 });
@@ -44,7 +48,7 @@ beforeAll(() => {
 const verdict = async (rel: string) => filter.check(ws, rel);
 
 describe("SyncFilter", () => {
-  it.each(["src/app.ts", "README.md", "logs/keep.log", "pkg/real.txt", "inside-link.md"])("syncs %s", async (rel) => {
+  it.each(["src/app.ts", "README.md", "logs/keep.log", "pkg/real.txt", "inside-link.md", "report.pdf", "latin1.txt"])("syncs %s", async (rel) => {
     expect((await verdict(rel)).sync).toBe(true);
   });
 
@@ -62,6 +66,8 @@ describe("SyncFilter", () => {
     ["big.bin", "larger"],
     ["page.html", "HTML"],
     ["empty.txt", "empty"],
+    ["logo.png", "binary"],
+    ["tool.bin", "binary"],
     ["escape.txt", "outside"],
     ["missing.txt", "gone"],
   ])("never syncs %s (%s)", async (rel, why) => {
