@@ -40,6 +40,8 @@ export class ChunkEncoder {
   readonly id = `chatcmpl-${randomUUID()}`;
   private readonly created = Math.floor(Date.now() / 1000);
   private sentRole = false;
+  private statusSent = false;
+  private readonly toolsRun: string[] = [];
   private readonly textGuard = new MarkupGuard();
   private readonly reasoningGuard = new MarkupGuard();
 
@@ -72,18 +74,19 @@ export class ChunkEncoder {
       case "tool-start":
         return this.status(`Running ${o.title}`, false);
       case "tool-end":
+        this.toolsRun.push(o.name);
         return [...this.delta({ content: this.textGuard.flush() + toolCallBlock(o) }), ...this.status(`Ran ${o.name}`, true)];
       case "retry":
         return this.status(`Model provider busy, retrying${o.attempt ? ` (attempt ${o.attempt})` : ""}: ${o.message}`, false);
       case "finish": {
         const finish = this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }]);
         if (this.opts.openWebUI && !this.opts.includeUsage) finish.usage = o.usage;
-        const out = [...this.delta({ content: this.textGuard.flush() }), finish];
+        const out = [...this.delta({ content: this.textGuard.flush() }), ...this.closingStatus("Done"), finish];
         if (this.opts.includeUsage) out.push({ ...this.chunk([]), usage: o.usage });
         return out;
       }
       case "error":
-        return this.delta({ content: this.textGuard.flush() });
+        return [...this.delta({ content: this.textGuard.flush() }), ...this.closingStatus("Stopped")];
     }
   }
 
@@ -96,8 +99,20 @@ export class ChunkEncoder {
     return [this.chunk([{ index: 0, delta, finish_reason: null }])];
   }
 
+  /**
+   * Open WebUI keeps showing the last status above a finished message: after a turn that
+   * showed any, a last one that reads as finished ("Done · ran write, bash").
+   */
+  private closingStatus(verb: string): ChatCompletionChunk[] {
+    if (!this.statusSent) return [];
+    const names = [...new Set(this.toolsRun)];
+    const ran = names.length ? ` · ran ${names.slice(0, 6).join(", ")}${names.length > 6 ? ", …" : ""}` : "";
+    return this.status(`${verb}${ran}`, true);
+  }
+
   private status(description: string, done: boolean): ChatCompletionChunk[] {
     if (!this.opts.openWebUI) return [];
+    this.statusSent = true;
     // The description carries agent-chosen text (commands, paths): no markup, no control
     // characters, bounded length.
     const safe = description.replace(/[<>\u0000-\u001f\u007f]/g, " ").slice(0, 200);

@@ -74,6 +74,7 @@ describe("chats through the real Open WebUI", () => {
     const statuses = (reply.statusHistory ?? []).map((s) => s.description);
     expect(statuses).toEqual(expect.arrayContaining(["Running write: hello.py", "Ran write", "Ran bash"]));
     expect(statuses.indexOf("Ran write")).toBeLessThan(statuses.indexOf("Ran bash"));
+    expect(statuses.at(-1)).toBe("Done · ran write, bash"); // the line left above the finished answer
     // Real token counts from opencode.
     expect(reply.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) });
     expect(Number(reply.usage!.prompt_tokens)).toBeGreaterThan(0);

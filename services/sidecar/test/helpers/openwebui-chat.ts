@@ -22,7 +22,8 @@ export interface SavedReply {
   role: "assistant";
   content: string;
   done?: boolean;
-  error?: { content?: string } | boolean | null;
+  /** Open WebUI 0.12 keeps the sidecar's whole in-band error object as `content`. */
+  error?: { content?: string | { message?: string; type?: string; code?: string | null } } | boolean | null;
   usage?: Record<string, unknown>;
   statusHistory?: Array<{ description?: string; done?: boolean }>;
   output?: Array<{ type: string; content?: Array<{ type: string; text?: string }>; [k: string]: unknown }>;

@@ -141,6 +141,20 @@ describe("ChunkEncoder", () => {
     for (const c of on.filter((x) => x.event)) expect(c.choices).toEqual([]);
   });
 
+  it("closes the status line of a turn that showed one, naming the tools it ran", () => {
+    const end = (name: string): ToolEnd => ({ kind: "tool-end", callId: name, name, args: {}, result: "ok", failed: false });
+    const statuses = (outs: TurnOutput[]) =>
+      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), outs)
+        .filter((c) => c.event)
+        .map((c) => c.event!.data);
+    const done = statuses([end("write"), end("bash"), end("write"), { kind: "finish", reason: "stop", usage }]);
+    expect(done.at(-1)).toEqual({ description: "Done · ran write, bash", done: true });
+    const failed = statuses([{ kind: "retry", message: "busy", attempt: 1 }, { kind: "error", message: "gave up", code: "x" }]);
+    expect(failed.at(-1)).toEqual({ description: "Stopped", done: true });
+    // A plain answer showed no status line, so it gets none.
+    expect(statuses([{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }])).toEqual([]);
+  });
+
   it("never emits delta.tool_calls and never an empty delta", () => {
     const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true });
     const chunks = encodeAll(enc, [
