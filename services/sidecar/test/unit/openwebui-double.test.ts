@@ -1,6 +1,8 @@
 /**
- * The Open WebUI contract double behaves as upstream does (see the fixture's comments for the
- * upstream files each behaviour comes from), so sync tests built on it test the real contract.
+ * The Open WebUI contract double behaves as upstream does, so sync tests built on it test the
+ * real contract. Its current dialect runs the suite shared with the real Open WebUI
+ * (test/contract/openwebui-kb.contract.ts); the tests below cover what the real one cannot
+ * produce on demand: older releases, slow processing, outages, disabled keys, no frontend.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -9,6 +11,7 @@ import {
   type OpenWebUIDouble,
   type OpenWebUIDoubleOptions,
 } from "../fixtures/openwebui-double.js";
+import { describeOpenWebUIKnowledgeContract } from "../contract/openwebui-kb.contract.js";
 
 const KEY = "sk-test-admin-key";
 const ADMIN = "admin-1";
@@ -60,130 +63,38 @@ async function withDouble(opts: Partial<OpenWebUIDoubleOptions>, fn: (o: OpenWeb
   }
 }
 
+const ALICE = { id: "user-alice", apiKey: "sk-test-alice" };
+const BOB = { id: "user-bob", apiKey: "sk-test-bob" };
+
 describe("Open WebUI double, current dialect (≥0.8)", () => {
   let owui: OpenWebUIDouble;
   let c: Client;
   beforeAll(async () => {
-    owui = await startOpenWebUIDouble({ apiKey: KEY, adminId: ADMIN, version: "0.12.4" });
+    owui = await startOpenWebUIDouble({ apiKey: KEY, adminId: ADMIN, version: "0.12.4", users: [ALICE, BOB] });
     c = client(owui);
   });
   afterAll(() => owui.close());
 
-  it("reports its version without auth and picks the dialect from it", async () => {
-    expect(await c.call("GET", "/api/version", undefined, null)).toEqual({ status: 200, body: { version: "0.12.4" } });
+  // The same suite runs against the real Open WebUI in test/e2e/openwebui-contract.test.ts.
+  describeOpenWebUIKnowledgeContract("the contract shared with the real Open WebUI", () => ({
+    url: owui.url,
+    version: "0.12.4",
+    admin: { id: ADMIN, apiKey: KEY },
+    alice: ALICE,
+    bob: BOB,
+  }));
+
+  it("shows tests what it holds: dialect, KB contents, visibility, the request log", async () => {
     expect(owui.dialect).toBe("0.12");
-  });
-
-  it("authenticates like utils/auth.py", async () => {
-    const missing = await c.call("GET", "/api/v1/knowledge/", undefined, null);
-    expect(missing).toEqual({ status: 403, body: { detail: "Not authenticated" } });
-    const wrongKey = await c.call("GET", "/api/v1/knowledge/", undefined, "sk-nope");
-    expect(wrongKey).toEqual({ status: 401, body: { detail: ERROR_MESSAGES.INVALID_TOKEN } });
-    const garbage = await c.call("GET", "/api/v1/knowledge/", undefined, "not-a-jwt");
-    expect(garbage).toEqual({ status: 401, body: { detail: ERROR_MESSAGES.UNAUTHORIZED } });
-    expect(owui.requests.at(-1)).toMatchObject({ method: "GET", path: "/api/v1/knowledge/", status: 401 });
-  });
-
-  it("uploads, processes and adds a file; the upload answer keeps the stale 'pending'", async () => {
-    const kb = await c.createKb("alice");
-    expect(kb).toMatchObject({ user_id: ADMIN, name: "alice", access_grants: [] });
-    expect(owui.knowledge.get(kb.id)?.public).toBe(false);
-
+    const kb = await c.createKb("held");
     const file = await c.upload("notes/plan.md", "# Plan\nship it");
-    expect(file).toMatchObject({ status: true, filename: "plan.md", hash: null, data: { status: "pending" } });
-    expect(file.meta).toMatchObject({ name: "plan.md", content_type: "text/markdown", size: 14 });
-    expect(file.meta).not.toHaveProperty("collection_name"); // set by processing, after the snapshot
-    expect((await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body).toEqual({ status: "completed" });
-
-    const added = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
-    expect(added.status).toBe(200);
-    expect(added.body.files).toEqual([expect.objectContaining({ id: file.id, meta: expect.objectContaining({ name: "plan.md" }) })]);
-    expect(owui.kbContents("alice")).toEqual(new Map([["plan.md", "# Plan\nship it"]]));
-
-    const again = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
-    expect(again.status).toBe(200); // already linked: returned as is
-    const content = await fetch(`${owui.url}/api/v1/files/${file.id}/content`, { headers: { authorization: `Bearer ${KEY}` } });
-    expect(await content.text()).toBe("# Plan\nship it");
-  });
-
-  it("refuses content already in the KB under another file id, and fails that file", async () => {
-    const kb = await c.createKb("dup");
-    const first = await c.upload("a.md", "same words");
-    const second = await c.upload("b.md", "same words");
-    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: first.id })).status).toBe(200);
-    const dup = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: second.id });
-    expect(dup.status).toBe(400);
-    expect(dup.body.detail).toBe(`400: ${ERROR_MESSAGES.DUPLICATE_CONTENT}`);
-    expect(owui.files.get(second.id)?.status).toBe("failed");
-    expect([...owui.kbContents("dup").keys()]).toEqual(["a.md"]);
-  });
-
-  it("answers 400 (not 404) for a missing KB or file on the file/* routes", async () => {
-    const kb = await c.createKb("missing");
-    const file = await c.upload("x.md", "x");
-    for (const op of ["add", "update", "remove"]) {
-      const noKb = await c.call("POST", `/api/v1/knowledge/nope/file/${op}`, { file_id: file.id });
-      expect(noKb).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.NOT_FOUND } });
-      const noFile = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/${op}`, { file_id: "nope" });
-      expect(noFile).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.NOT_FOUND } });
-    }
-    const notLinked = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove`, { file_id: file.id });
-    expect(notLinked.status).toBe(400);
-    expect((await c.call("GET", "/api/v1/knowledge/nope")).status).toBe(404);
-    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, {})).status).toBe(422);
-
-    const unprocessed = await c.upload("raw.md", "raw", "process=false");
-    expect(unprocessed.data).toEqual({});
-    const refused = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: unprocessed.id });
-    expect(refused).toEqual({ status: 400, body: { detail: ERROR_MESSAGES.FILE_NOT_PROCESSED } });
-  });
-
-  it("fails an empty upload during processing", async () => {
-    const empty = await c.upload("empty.md", "");
-    expect(owui.files.get(empty.id)).toMatchObject({ status: "failed", error: ERROR_MESSAGES.EMPTY_CONTENT });
-  });
-
-  it("removes with delete_file=true by default, keeps the file with delete_file=false", async () => {
-    const kb = await c.createKb("remove");
-    const gone = await c.upload("gone.md", "gone");
-    const kept = await c.upload("kept.md", "kept");
-    for (const f of [gone, kept]) await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: f.id });
-    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove`, { file_id: gone.id })).status).toBe(200);
-    expect((await c.call("GET", `/api/v1/files/${gone.id}`)).status).toBe(404);
-    const res = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/remove?delete_file=false`, { file_id: kept.id });
-    expect(res.body.files).toEqual([]);
-    expect((await c.call("GET", `/api/v1/files/${kept.id}`)).status).toBe(200);
-  });
-
-  it("DELETE /files/{id} unlinks the file and its vectors from every KB", async () => {
-    const kb = await c.createKb("delete");
-    const file = await c.upload("d.md", "to be deleted");
-    await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
-    expect(await c.call("DELETE", `/api/v1/files/${file.id}`)).toEqual({ status: 200, body: { message: "File deleted successfully" } });
-    expect(owui.knowledge.get(kb.id)?.fileIds).toEqual([]);
-    const again = await c.upload("d.md", "to be deleted");
-    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: again.id })).status).toBe(200);
-  });
-
-  it("stores access_grants, and ignores a legacy access_control (→ private)", async () => {
-    const grants = [
-      { principal_type: "user", principal_id: "u-7", permission: "read" },
-      { principal_type: "user", principal_id: "u-7", permission: "read" },
-      { principal_type: "robot", principal_id: "x", permission: "read" },
-    ];
-    const kb = await c.createKb("granted", { access_grants: grants });
-    expect(kb.access_grants).toEqual([{ id: expect.any(String), principal_type: "user", principal_id: "u-7", permission: "read" }]);
-    const legacy = await c.createKb("legacy", { access_control: null });
-    expect(legacy.access_grants).toEqual([]);
+    expect((await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id })).status).toBe(200);
+    expect(owui.kbContents("held")).toEqual(new Map([["plan.md", "# Plan\nship it"]]));
+    expect(owui.knowledge.get(kb.id)?.public).toBe(false);
     const pub = await c.createKb("public", { access_grants: [{ principal_type: "user", principal_id: "*", permission: "read" }] });
     expect(owui.knowledge.get(pub.id)?.public).toBe(true);
-  });
-
-  it("serves unknown paths like the bundled frontend does", async () => {
-    const get = await c.call("GET", "/api/v1/knowledge"); // no trailing slash
-    expect(get.status).toBe(200);
-    expect(get.body.text).toContain("<html");
-    expect(await c.call("POST", "/api/v1/nope", {})).toEqual({ status: 405, body: { detail: "Method Not Allowed" } });
+    await c.call("GET", "/api/v1/knowledge/", undefined, "sk-nope");
+    expect(owui.requests.at(-1)).toMatchObject({ method: "GET", path: "/api/v1/knowledge/", status: 401 });
   });
 
   it("answers every request with the outage status while one is set", async () => {
@@ -196,11 +107,12 @@ describe("Open WebUI double, current dialect (≥0.8)", () => {
 });
 
 describe("Open WebUI double, other behaviours", () => {
-  it("keeps background uploads pending; an early add fails, a later one succeeds", async () => {
+  it("keeps background uploads processing; an early add fails, a later one succeeds", async () => {
     await withDouble({ processingDelayMs: 150 }, async (owui, c) => {
       const kb = await c.createKb("slow");
       const file = await c.upload("s.md", "slow text", "process=true&process_in_background=true");
-      expect((await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body.status).toBe("pending");
+      expect(file.data).toEqual({ status: "pending" }); // the row as inserted
+      expect((await c.call("GET", `/api/v1/files/${file.id}/process/status`)).body.status).toBe("processing");
       const early = await c.call("POST", `/api/v1/knowledge/${kb.id}/file/add`, { file_id: file.id });
       expect(early).toEqual({ status: 400, body: { detail: `400: ${ERROR_MESSAGES.EMPTY_CONTENT}` } });
       let status = "";
@@ -290,10 +202,20 @@ describe("Open WebUI double, other behaviours", () => {
     });
   });
 
-  it("refuses API keys when they are disabled", async () => {
+  it("refuses API keys when they are disabled, after looking the key up", async () => {
     await withDouble({ apiKeysEnabled: false }, async (_owui, c) => {
       const res = await c.call("GET", "/api/v1/knowledge/");
       expect(res).toEqual({ status: 403, body: { detail: ERROR_MESSAGES.API_KEY_NOT_ALLOWED } });
+      const unknown = await c.call("GET", "/api/v1/knowledge/", undefined, "sk-nope");
+      expect(unknown).toEqual({ status: 401, body: { detail: ERROR_MESSAGES.INVALID_TOKEN } });
+    });
+  });
+
+  it("before 0.8: 403 without a bearer key, and disabled keys refused before any lookup", async () => {
+    await withDouble({ version: "0.7.2", apiKeysEnabled: false }, async (_owui, c) => {
+      expect(await c.call("GET", "/api/v1/knowledge/", undefined, null)).toEqual({ status: 403, body: { detail: "Not authenticated" } });
+      const unknown = await c.call("GET", "/api/v1/knowledge/", undefined, "sk-nope");
+      expect(unknown).toEqual({ status: 403, body: { detail: ERROR_MESSAGES.API_KEY_NOT_ALLOWED } });
     });
   });
 });
