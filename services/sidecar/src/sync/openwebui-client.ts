@@ -1,8 +1,9 @@
 /**
  * The slice of Open WebUI's REST API that knowledge-base sync uses (see
  * shared/reference/openwebui-contract.md). Every error body is `{"detail": "…"}`; failures
- * become OpenWebUIError with `isRetryable` set for outages (network, 429, 5xx) and for
- * "not processed yet", so the outbox knows what to try again.
+ * become OpenWebUIError with `isRetryable` set for outages (network, 429, 5xx), so the
+ * outbox knows what to try again. Checked against the real Open WebUI by the shared contract
+ * suite (test/contract/openwebui-kb.contract.ts).
  */
 
 export type AccessDialect = "grants" | "access_control";
@@ -16,6 +17,10 @@ export interface OwuiFile {
 export interface OwuiKnowledge {
   id: string;
   name: string;
+  /** The owner: always whoever created it. */
+  user_id?: string;
+  /** The owner as listings show it (≥0.6: id, name, role, email). */
+  user?: { id: string; role?: string } | null;
 }
 
 export class OpenWebUIError extends Error {
@@ -58,12 +63,18 @@ export class OpenWebUIClient {
     return v.version ?? "0.0.0";
   }
 
-  /** Finds a KB by exact name, walking every page (both paging shapes). */
+  /**
+   * Finds a KB by exact name that an admin owns, walking every page (both paging shapes).
+   * The owner matters: an admin's listing holds every user's KBs, and a user allowed to
+   * create KBs could name one after someone else's to receive their files. Only admins can
+   * create the KBs this sync makes (and API keys cannot ask who they belong to), so a KB
+   * owned by an admin is ours. A listing that names no owner (older releases) is trusted.
+   */
   async findKnowledge(name: string): Promise<OwuiKnowledge | undefined> {
     for (let page = 1; page <= 1000; page++) {
       const body = (await this.call("GET", `/api/v1/knowledge/?page=${page}`)) as OwuiKnowledge[] | { items: OwuiKnowledge[]; total: number };
       const items = Array.isArray(body) ? body : body.items;
-      const hit = items.find((k) => k.name === name);
+      const hit = items.find((k) => k.name === name && (!k.user || k.user.role === "admin"));
       if (hit) return hit;
       // Before 0.6.42 the listing is one bare list; after, stop at the last page.
       if (Array.isArray(body) || items.length === 0 || page * items.length >= body.total) return undefined;
@@ -136,7 +147,7 @@ export class OpenWebUIClient {
       } catch {
         /* not JSON: keep the text */
       }
-      const retryable = res.status === 429 || res.status >= 500 || (res.status === 400 && /not (yet )?processed|processing/i.test(detail));
+      const retryable = res.status === 429 || res.status >= 500;
       throw new OpenWebUIError(res.status, detail, retryable);
     }
     if (!text) return undefined;

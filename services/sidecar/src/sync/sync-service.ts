@@ -304,14 +304,16 @@ export class SyncService implements WorkspaceObserver {
   /**
    * A file must be processed before it can join a KB. The upload answer always says
    * "pending" (upstream returns the record as first inserted), so ask the status route,
-   * at once and then with growing pauses.
+   * at once and then with growing pauses; "processing" (≥0.8) is still under way.
    */
   private async waitProcessed(fileId: string, status: string | undefined): Promise<void> {
     const deadline = Date.now() + 120_000;
-    for (let pause = 50; status === "pending" && Date.now() < deadline; pause = Math.min(pause * 2, 2000)) {
+    const busy = (s: string | undefined) => s === "pending" || s === "processing";
+    for (let pause = 50; busy(status) && Date.now() < deadline; pause = Math.min(pause * 2, 2000)) {
       status = await this.opts.client.processStatus(fileId);
-      if (status === "pending") await new Promise((r) => setTimeout(r, pause));
+      if (busy(status)) await new Promise((r) => setTimeout(r, pause));
     }
+    if (busy(status)) throw new OpenWebUIError(0, "Open WebUI is still processing the file", true);
     if (status === "failed") throw new OpenWebUIError(400, "Open WebUI failed to process the file", false);
   }
 

@@ -29,7 +29,13 @@ beforeAll(async () => {
   // Open WebUI must know the sidecar's URL and the sidecar Open WebUI's admin key: the port
   // is chosen first, Open WebUI started, then the sidecar on that port.
   const port = await freePort();
-  owui = await startOpenWebUI({ sidecarUrl: `http://127.0.0.1:${port}`, gatewayKey: GATEWAY_KEY, embeddingsBaseUrl: model.baseURL });
+  owui = await startOpenWebUI({
+    sidecarUrl: `http://127.0.0.1:${port}`,
+    gatewayKey: GATEWAY_KEY,
+    embeddingsBaseUrl: model.baseURL,
+    // Users may create knowledge bases: the squatting test needs one to try.
+    env: { USER_PERMISSIONS_WORKSPACE_KNOWLEDGE_ACCESS: "true" },
+  });
   sidecar = await startSidecar(
     scriptedEnv(model.baseURL, {
       PORT: String(port),
@@ -127,11 +133,13 @@ describe("chats through the real Open WebUI", () => {
   });
 });
 
-/** The knowledge base named for `owner`, as `who` sees it with their own API key. */
-async function visibleKb(who: OpenWebUIAccount, owner: OpenWebUIAccount): Promise<{ id: string } | undefined> {
+/** The knowledge base named for `owner`, as `who` sees it with their own API key (created by `creator`, if given). */
+async function visibleKb(who: OpenWebUIAccount, owner: OpenWebUIAccount, creator?: string): Promise<{ id: string } | undefined> {
   const res = await owui.api(who.apiKey, "GET", "/api/v1/knowledge/?page=1");
   expect(res.status).toBe(200);
-  return (res.body.items as Array<{ id: string; name: string }>).find((k) => k.name === `workspace-${owner.id}`);
+  return (res.body.items as Array<{ id: string; name: string; user_id: string }>).find(
+    (k) => k.name === `workspace-${owner.id}` && (!creator || k.user_id === creator),
+  );
 }
 
 /** File name → content of a KB, read with `who`'s own key. */
@@ -180,6 +188,21 @@ describe("knowledge-base sync into the real Open WebUI", () => {
     expect([401, 403, 404]).toContain(direct.status);
     const files = await owui.api(owui.bob.apiKey, "GET", `/api/v1/knowledge/${kb!.id}/files?page=1`);
     expect(files.status === 200 ? files.body.items : []).toEqual([]);
+  });
+
+  it("never syncs into a KB another user named after you", async () => {
+    // Bob creates "workspace-<admin id>" before the admin (an Open WebUI user too) first chats.
+    const squat = await owui.api(owui.bob.apiKey, "POST", "/api/v1/knowledge/create", { name: `workspace-${owui.admin.id}`, description: "mine now" });
+    expect(squat.status).toBe(200);
+    await chatThroughOpenWebUI(owui, owui.admin, say.write("admin-secret.md", "for the admin's eyes"));
+    const own = await (async () => {
+      let found: { id: string } | undefined;
+      await waitFor(async () => (found = await visibleKb(owui.admin, owui.admin, owui.admin.id)) !== undefined, 30_000, "the admin's own KB");
+      return found!;
+    })();
+    expect(own.id).not.toBe(squat.body.id);
+    await waitFor(async () => (await kbContents(owui.admin, own.id)).has("admin-secret.md"), 30_000, "admin-secret.md in the admin's own KB");
+    expect((await kbContents(owui.bob, squat.body.id)).size).toBe(0);
   });
 
   it("handles what Open WebUI would refuse or mangle: nested paths, binaries, empty files, duplicates", async () => {

@@ -22,6 +22,15 @@ describe("OpenWebUIClient", () => {
     expect(await client.findKnowledge("kb-missing")).toBeUndefined();
   });
 
+  it("takes only a KB an admin owns: a user could name one after someone else", async () => {
+    const listing = { items: [{ id: "squat", name: "workspace-u1", user_id: "bob", user: { id: "bob", role: "user" } }], total: 1 };
+    const fetchFn = (async () => Response.json(listing)) as typeof fetch;
+    const c = new OpenWebUIClient({ baseUrl: "http://owui.invalid", apiKey: KEY, fetchFn });
+    expect(await c.findKnowledge("workspace-u1")).toBeUndefined();
+    listing.items[0]!.user.role = "admin";
+    expect((await c.findKnowledge("workspace-u1"))?.id).toBe("squat");
+  });
+
   it("uploads, links and removes a file", async () => {
     const kb = await client.createKnowledge("kb-files", "", "u", "grants");
     const file = await client.upload("a.txt", Buffer.from("hello"), { path: "a.txt" });
