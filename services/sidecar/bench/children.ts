@@ -3,7 +3,6 @@
  * waiter for readiness, and a stop that always ends in the process being gone.
  */
 import { spawn } from "node:child_process";
-import net from "node:net";
 import { createInterface } from "node:readline";
 
 const TAIL_LINES = 40;
@@ -91,17 +90,7 @@ export function startChild(name: string, command: string, args: string[], opts: 
   };
 }
 
-/** A free loopback port (for opencode, which needs one on its command line). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "../src/runners/free-port.js";
 
 /**
  * Polls `check` every `everyMs` until it returns true; fails after `timeoutMs` or when `child`

@@ -17,7 +17,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -27,6 +26,7 @@ import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { runnerProcessEnv } from "./opencode-config.js";
+import { freePort } from "./free-port.js";
 import { waitHealthy } from "./readiness.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
@@ -213,18 +213,6 @@ function treeRssBytes(pid: number): number {
   };
   visit(pid);
   return total;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function terminate(proc: ChildProcess): Promise<void> {

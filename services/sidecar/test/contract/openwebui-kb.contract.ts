@@ -10,6 +10,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ERROR_MESSAGES as E } from "../fixtures/openwebui-double.js";
+import { httpCall, type HttpAnswer, type Json } from "../helpers/http-call.js";
 
 export interface ContractAccount {
   id: string;
@@ -26,13 +27,7 @@ export interface OpenWebUIContractTarget {
   bob: ContractAccount;
 }
 
-// Answers are JSON of many shapes; the assertions are the types.
-type Json = Record<string, any>;
-interface Answer {
-  status: number;
-  type: string;
-  body: Json;
-}
+type Answer = HttpAnswer<Json>;
 
 const SYNC = "process=true&process_in_background=false"; // what the sidecar's client sends
 const PAGE = 30; // routers/knowledge.py PAGE_ITEM_COUNT
@@ -45,19 +40,7 @@ export function describeOpenWebUIKnowledgeContract(name: string, getTarget: () =
   const unique = (what: string) => `contract-${run}-${what}`;
   const t = () => getTarget();
 
-  async function call(key: string | null, method: string, path: string, body?: unknown): Promise<Answer> {
-    const headers: Record<string, string> = key === null ? {} : { authorization: `Bearer ${key}` };
-    let payload: BodyInit | undefined;
-    if (body instanceof FormData) payload = body;
-    else if (body !== undefined) {
-      headers["content-type"] = "application/json";
-      payload = JSON.stringify(body);
-    }
-    const res = await fetch(`${t().url}${path}`, { method, headers, body: payload, signal: AbortSignal.timeout(60_000) });
-    const type = res.headers.get("content-type") ?? "";
-    const text = await res.text();
-    return { status: res.status, type, body: type.includes("json") ? (JSON.parse(text) as Json) : { text } };
-  }
+  const call = (key: string | null, method: string, path: string, body?: unknown): Promise<Answer> => httpCall(t().url, key, method, path, body);
   const admin = (method: string, path: string, body?: unknown) => call(t().admin.apiKey, method, path, body);
   async function upload(filename: string, content: string, opts: { query?: string; metadata?: Json } = {}): Promise<Answer> {
     const form = new FormData();

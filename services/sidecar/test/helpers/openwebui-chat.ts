@@ -103,20 +103,17 @@ export async function chatThroughOpenWebUI(owui: RealOpenWebUI, who: OpenWebUIAc
   return { sent, reply: await waitForReply(owui, who, sent) };
 }
 
-/** The visible text of a reply's output items (what Open WebUI renders as the message). */
-export function outputText(reply: SavedReply): string {
+/** The text of a reply's output items of one type, joined. */
+function itemsText(reply: SavedReply, type: "message" | "reasoning"): string {
   return (reply.output ?? [])
-    .filter((o) => o.type === "message")
+    .filter((o) => o.type === type)
     .flatMap((o) => o.content ?? [])
     .map((c) => c.text ?? "")
     .join("");
 }
 
+/** The visible text of a reply's output items (what Open WebUI renders as the message). */
+export const outputText = (reply: SavedReply) => itemsText(reply, "message");
+
 /** The reasoning text of a reply's output items. */
-export function reasoningText(reply: SavedReply): string {
-  return (reply.output ?? [])
-    .filter((o) => o.type === "reasoning")
-    .flatMap((o) => o.content ?? [])
-    .map((c) => c.text ?? "")
-    .join("");
-}
+export const reasoningText = (reply: SavedReply) => itemsText(reply, "reasoning");

@@ -12,12 +12,13 @@ import {
   type OpenWebUIDoubleOptions,
 } from "../fixtures/openwebui-double.js";
 import { describeOpenWebUIKnowledgeContract } from "../contract/openwebui-kb.contract.js";
+import { httpCall, type Json } from "../helpers/http-call.js";
 
 const KEY = "sk-test-admin-key";
 const ADMIN = "admin-1";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Body = Record<string, any>;
+type Body = Json;
 interface Client {
   call(method: string, path: string, body?: unknown, key?: string | null): Promise<{ status: number; body: Body }>;
   upload(name: string, content: string, query?: string): Promise<Body>;
@@ -26,16 +27,8 @@ interface Client {
 
 function client(owui: OpenWebUIDouble): Client {
   const call: Client["call"] = async (method, path, body, key = KEY) => {
-    const headers: Record<string, string> = key === null ? {} : { authorization: `Bearer ${key}` };
-    let payload: BodyInit | undefined;
-    if (body instanceof FormData) payload = body;
-    else if (body !== undefined) {
-      headers["content-type"] = "application/json";
-      payload = JSON.stringify(body);
-    }
-    const res = await fetch(`${owui.url}${path}`, { method, headers, body: payload });
-    const text = await res.text();
-    return { status: res.status, body: res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : { text } };
+    const { status, body: parsed } = await httpCall(owui.url, key, method, path, body);
+    return { status, body: parsed };
   };
   return {
     call,
