@@ -7,6 +7,7 @@
  * Screenshots go to <repo>/test-results/screenshots/ for a person to check.
  */
 import { randomUUID } from "node:crypto";
+import zlib from "node:zlib";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -185,6 +186,32 @@ describe("Open WebUI in a browser", () => {
     }
   }, 240_000);
 
+  it("hands an image attached in the chat to the agent", async () => {
+    const png = solidPng(8, 8, [255, 0, 0]);
+    const file = path.join(SHOTS, "..", "red.png");
+    fs.writeFileSync(file, png);
+    const page = await newPage(browser);
+    try {
+      await signIn(page, owui.alice);
+      // The message box's own file input, as the "+" menu's upload uses it.
+      await page.locator('input[type="file"]').first().setInputFiles(file);
+      await expect.poll(() => page.getByText("red.png").first().isVisible(), POLL).toBe(true);
+      const answer = `I see a red square ${randomUUID().slice(0, 6)}`;
+      const before = model.requests.length;
+      await send(page, say.text(answer));
+      const reply = await finishedReply(page);
+      await expect.poll(() => reply.getByText(answer, { exact: true }).isVisible(), POLL).toBe(true);
+      // What the model was given for the turn (opencode forwards the attachment as an image part).
+      // (Open WebUI's title and tag tasks quote the message too: skip those.)
+      const turn = model.requests.slice(before).find((r) => r.lastUserText.includes(answer) && !r.lastUserText.includes("### Task"));
+      expect(turn, "the model saw the message").toBeDefined();
+      const parts = turn?.body.messages.at(-1)?.content as Array<{ type: string; image_url?: { url: string } }>;
+      expect(parts.filter((p) => p.type === "image_url").map((p) => p.image_url!.url)).toEqual([`data:image/png;base64,${png.toString("base64")}`]);
+    } finally {
+      await page.context().close();
+    }
+  }, 240_000);
+
   it("shows an agent error as an error with its message", async () => {
     const message = `quota exceeded ${randomUUID().slice(0, 8)}`;
     const page = await newPage(browser);
@@ -251,3 +278,22 @@ describe("Open WebUI in a browser", () => {
     expect((await unsigned.json()).error.message).toMatch(/X-OpenWebUI-User-Jwt/);
   }, 240_000);
 });
+
+/** A w×h PNG of one colour (8-bit RGB, no filter). */
+function solidPng(w: number, h: number, rgb: [number, number, number]): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const row = Buffer.from([0, ...Array.from({ length: w }, () => rgb).flat()]);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([Buffer.from("\x89PNG\r\n\x1a\n", "latin1"), chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+}
