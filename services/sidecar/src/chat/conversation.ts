@@ -107,8 +107,16 @@ export function compactToolBlocks(text: string): string {
   });
 }
 
-/** Open WebUI's background tasks (title, tags, follow-ups, queries…) start like this. */
-export function isTaskPrompt(messages: ChatMessage[]): boolean {
+/**
+ * Open WebUI's background tasks (title, tags, follow-ups, search queries, autocomplete) start
+ * their one prompt with `### Task:` and are never streamed. Its chat turns can start like that
+ * too: the default RAG template (files attached to the message, knowledge bases) puts
+ * `### Task:` and the retrieved `<context>` into the user's message — and that turn belongs
+ * in the chat's session, with the agent's tools.
+ */
+export function isTaskPrompt(messages: ChatMessage[], stream: boolean): boolean {
+  if (stream) return false;
   const lastUser = [...messages].reverse().find((m) => m.role === "user");
-  return textOf(lastUser).trimStart().startsWith("### Task:");
+  const text = textOf(lastUser);
+  return text.trimStart().startsWith("### Task:") && !/<context>[\s\S]*<\/context>/.test(text);
 }

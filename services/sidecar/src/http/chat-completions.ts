@@ -42,7 +42,7 @@ export function chatCompletions(deps: ChatRouteDeps) {
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
 
-    const isTask = !!header(req.headers, "x-openwebui-task") || isTaskPrompt(body.messages);
+    const isTask = !!header(req.headers, "x-openwebui-task") || isTaskPrompt(body.messages, !!body.stream);
     const chatKey = chatKeyOf(req, identity, body);
     const turnLog = log.child({ chatId: chatKey, task: isTask || undefined });
     res.locals.log = turnLog;

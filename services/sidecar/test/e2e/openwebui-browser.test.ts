@@ -88,7 +88,8 @@ async function send(page: Page, text: string): Promise<void> {
  * they may still change the page.
  */
 async function finishedReply(page: Page): Promise<Locator> {
-  const reply = page.getByRole("listitem").filter({ has: page.getByRole("button", { name: "Regenerate" }) });
+  // The newest one: earlier replies of the chat are finished already.
+  const reply = page.getByRole("listitem").filter({ has: page.getByRole("button", { name: "Regenerate" }) }).last();
   await reply.waitFor({ timeout: REPLY_MS });
   await page.getByRole("button", { name: "Stop", exact: true }).waitFor({ state: "hidden", timeout: REPLY_MS });
   return reply;
@@ -207,6 +208,40 @@ describe("Open WebUI in a browser", () => {
       expect(turn, "the model saw the message").toBeDefined();
       const parts = turn?.body.messages.at(-1)?.content as Array<{ type: string; image_url?: { url: string } }>;
       expect(parts.filter((p) => p.type === "image_url").map((p) => p.image_url!.url)).toEqual([`data:image/png;base64,${png.toString("base64")}`]);
+    } finally {
+      await page.context().close();
+    }
+  }, 240_000);
+
+  it("runs a message with an attached document in the chat's own session, with the agent's tools", async () => {
+    // Open WebUI puts the document into the message with its RAG template, which starts with
+    // "### Task:" like its background tasks do: the turn must still be the chat's.
+    const secret = `PURPLE-HIPPO-${randomUUID().slice(0, 6)}`;
+    const doc = path.join(SHOTS, "..", "notes.txt");
+    fs.writeFileSync(doc, `Launch notes.\nThe launch code is ${secret}.\n`);
+    const page = await newPage(browser);
+    try {
+      await signIn(page, owui.bob);
+      await send(page, say.text("first message"));
+      await finishedReply(page);
+      await page.locator('input[type="file"]').first().setInputFiles(doc);
+      await expect.poll(() => page.getByText("notes.txt").first().isVisible(), POLL).toBe(true);
+      const before = model.requests.length;
+      await send(page, say.write("from-notes.md", "summarised", "Saved the summary."));
+      await expect.poll(() => page.getByText("Saved the summary.", { exact: true }).isVisible(), { timeout: REPLY_MS }).toBe(true);
+      await finishedReply(page);
+
+      // The agent had its tools (a background task has none) and the document's text.
+      expect(fs.readFileSync(path.join(workspaceOf(owui.bob), "from-notes.md"), "utf8")).toBe("summarised");
+      const agentCalls = model.requests.slice(before).filter((r) => (r.body.tools ?? []).length > 0);
+      expect(agentCalls.length).toBeGreaterThan(0);
+      expect(agentCalls[0]!.lastUserText).toContain(secret);
+      // …in the same agent session as the chat's first message.
+      const turns = sidecar.logs.map((l) => JSON.parse(l) as Record<string, any>).filter((l) => l.msg === "turn started" && l.user === userHash(owui.bob.id));
+      const chatTurns = turns.filter((l) => !l.task);
+      expect(chatTurns.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(chatTurns.slice(-2).map((l) => l.sessionId)).size).toBe(1);
+      await screenshot(page, "openwebui-attached-document");
     } finally {
       await page.context().close();
     }

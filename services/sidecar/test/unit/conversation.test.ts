@@ -169,20 +169,27 @@ describe("derivedChatKey", () => {
 
 describe("isTaskPrompt", () => {
   it("detects Open WebUI background tasks in the last user message", () => {
-    expect(isTaskPrompt([{ role: "user", content: "### Task:\nGenerate a title" }])).toBe(true);
-    expect(isTaskPrompt([{ role: "user", content: "  \n### Task: tags" }])).toBe(true);
-    expect(isTaskPrompt([{ role: "user", content: [{ type: "text", text: "### Task: follow-ups" }] }])).toBe(true);
+    expect(isTaskPrompt([{ role: "user", content: "### Task:\nGenerate a title" }], false)).toBe(true);
+    expect(isTaskPrompt([{ role: "user", content: "  \n### Task: tags" }], false)).toBe(true);
+    expect(isTaskPrompt([{ role: "user", content: [{ type: "text", text: "### Task: follow-ups" }] }], false)).toBe(true);
+  });
+
+  it("keeps chat turns that carry Open WebUI's RAG template, and streamed turns, in the chat", () => {
+    const rag = "### Task:\nRespond to the user query using the provided context.\n\n<context>\n<source id=\"1\">notes</source>\n</context>\n\nwhat is in my notes?";
+    expect(isTaskPrompt([{ role: "user", content: rag }], false)).toBe(false);
+    expect(isTaskPrompt([{ role: "user", content: rag }], true)).toBe(false);
+    expect(isTaskPrompt([{ role: "user", content: "### Task:\nGenerate a title" }], true)).toBe(false);
   });
 
   it("ignores ordinary prompts and earlier task messages", () => {
-    expect(isTaskPrompt([{ role: "user", content: "Explain ### Task: syntax" }])).toBe(false);
+    expect(isTaskPrompt([{ role: "user", content: "Explain ### Task: syntax" }], false)).toBe(false);
     expect(
       isTaskPrompt([
         { role: "user", content: "### Task: old" },
         { role: "assistant", content: "x" },
         { role: "user", content: "a normal question" },
-      ]),
+      ], false),
     ).toBe(false);
-    expect(isTaskPrompt([{ role: "system", content: "### Task: system" }, { role: "user", content: "hi" }])).toBe(false);
+    expect(isTaskPrompt([{ role: "system", content: "### Task: system" }, { role: "user", content: "hi" }], false)).toBe(false);
   });
 });
