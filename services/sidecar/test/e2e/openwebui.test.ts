@@ -14,7 +14,7 @@ import { freePort } from "../../src/runners/free-port.js";
 import { startOpenWebUI, type OpenWebUIAccount, type RealOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, script, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { scriptedEnv, startSidecar, waitFor, type InProcessSidecar } from "../helpers/harness.js";
-import { chatThroughOpenWebUI, outputText, reasoningText } from "../helpers/openwebui-chat.js";
+import { chatThroughOpenWebUI, outputText, reasoningText, sendMessage, waitForReply } from "../helpers/openwebui-chat.js";
 
 const GATEWAY_KEY = `gw-${randomUUID()}`;
 
@@ -119,6 +119,21 @@ describe("chats through the real Open WebUI", () => {
     const chatSessions = new Set(turns.filter((l) => !l.task).map((l) => l.sessionId));
     expect(chatSessions.size).toBe(1);
     for (const t of turns.filter((l) => l.task)) expect(chatSessions.has(t.sessionId)).toBe(false);
+  });
+
+  it("ends the agent's run when the user presses Stop", async () => {
+    const marker = `stop-${randomUUID().slice(0, 8)}`;
+    const sent = await sendMessage(owui, owui.alice, script({ text: `${marker} ${"tok ".repeat(80)}`, tokens: 81, delayMs: 250 }));
+    const modelCall = () => model.requests.find((r) => r.lastUserText.includes(marker) && !r.lastUserText.includes("### Task"));
+    await waitFor(() => modelCall() !== undefined, 30_000, "the agent's model call");
+    // What the browser's Stop button calls: Open WebUI cancels the chat's tasks and hangs up on us.
+    const stop = await owui.api(owui.alice.token, "POST", `/api/tasks/chat/${sent.chatId}/stop`);
+    expect(stop.status, JSON.stringify(stop.body)).toBe(200);
+    // The hang-up reaches the model call through the sidecar and opencode, long before the
+    // 20 s the answer would take.
+    await waitFor(() => modelCall()!.aborted, 10_000, "the model call aborted");
+    const reply = await waitForReply(owui, owui.alice, sent, 15_000);
+    expect(reply.content.length).toBeLessThan(`${marker} ${"tok ".repeat(80)}`.length);
   });
 
   it("gives two Open WebUI users two workspaces", async () => {
