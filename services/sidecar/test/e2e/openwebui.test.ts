@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { userHash } from "../../src/workspace/user-space.js";
 import { freePort } from "../../src/runners/free-port.js";
 import { startOpenWebUI, type OpenWebUIAccount, type RealOpenWebUI } from "../fixtures/openwebui-real.js";
-import { say, script, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { say, script, startScriptedModel, type ScriptedModel, type Step } from "../fixtures/scripted-model.js";
 import { scriptedEnv, startSidecar, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 import { chatThroughOpenWebUI, outputText, reasoningText, sendMessage, waitForReply } from "../helpers/openwebui-chat.js";
 
@@ -21,6 +21,7 @@ const GATEWAY_KEY = `gw-${randomUUID()}`;
 let model: ScriptedModel;
 let owui: RealOpenWebUI;
 let sidecar: InProcessSidecar;
+let sidecarEnv: Record<string, string>;
 
 const workspaceOf = (who: OpenWebUIAccount) => path.join(sidecar.config.workspaceRoot, userHash(who.id));
 const turnLogs = () => sidecar.logs.map((l) => JSON.parse(l) as Record<string, any>).filter((l) => l.msg === "turn started");
@@ -37,16 +38,15 @@ beforeAll(async () => {
     // Users may create knowledge bases: the squatting test needs one to try.
     env: { USER_PERMISSIONS_WORKSPACE_KNOWLEDGE_ACCESS: "true" },
   });
-  sidecar = await startSidecar(
-    scriptedEnv(model.baseURL, {
+  sidecarEnv = scriptedEnv(model.baseURL, {
       PORT: String(port),
       SIDECAR_API_KEYS: GATEWAY_KEY,
       OPENWEBUI_URL: owui.url,
       OPENWEBUI_API_KEY: owui.admin.apiKey,
       OPENWEBUI_SYNC_DEBOUNCE_MS: "200",
       OPENWEBUI_SYNC_MAX_BACKOFF_MS: "1000",
-    }),
-  );
+  });
+  sidecar = await startSidecar(sidecarEnv);
 }, 240_000);
 
 afterAll(async () => {
@@ -250,15 +250,54 @@ describe("knowledge-base sync into the real Open WebUI", () => {
     await waitFor(async () => (await syncStatus(owui.alice)).pending === 0, 30_000, "outbox drained");
   });
 
+  it("coalesces a burst of 20 edits into one or two uploads", async () => {
+    await waitFor(async () => (await syncStatus(owui.alice)).pending === 0, 20_000, "a quiet outbox");
+    const before = uploads();
+    const steps: Step[] = Array.from({ length: 20 }, (_, i) => ({ tool: "write", args: { filePath: "burst.txt", content: `edit ${i + 1}` } }));
+    await chatThroughOpenWebUI(owui, owui.alice, script(...steps, { text: "done editing" }));
+    await aliceKbSoon((f) => f.get("burst.txt") === "edit 20", "the last edit");
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(uploads() - before).toBeGreaterThanOrEqual(1);
+    expect(uploads() - before).toBeLessThanOrEqual(2);
+  });
+
+  it("never sends secrets or ignored files", async () => {
+    const marker = `SECRET-${randomUUID()}`;
+    await chatThroughOpenWebUI(
+      owui,
+      owui.alice,
+      script(
+        { tool: "write", args: { filePath: ".env", content: `API_KEY=${marker}` } },
+        { tool: "write", args: { filePath: "deploy/server.pem", content: marker } },
+        { tool: "write", args: { filePath: ".gitignore", content: "scratch/\n" } },
+        { tool: "write", args: { filePath: "scratch/tmp.txt", content: marker } },
+        { tool: "write", args: { filePath: "visible.txt", content: "fine" } },
+        { text: "wrote them" },
+      ),
+    );
+    const files = await aliceKbSoon((f) => f.get("visible.txt") === "fine", "visible.txt");
+    await waitFor(async () => (await syncStatus(owui.alice)).pending === 0, 20_000, "the outbox to drain");
+    expect([...files.keys()].filter((k) => /\.env|\.pem|tmp\.txt/.test(k))).toEqual([]);
+    expect([...files.values()].join("\n")).not.toContain(marker);
+    // Nothing of it was even uploaded: the admin's own file list (every synced file is the admin's).
+    const all = await owui.api(owui.admin.apiKey, "GET", "/api/v1/files/?content=false");
+    expect(all.status).toBe(200);
+    expect(JSON.stringify(all.body)).not.toMatch(/"\.env"|server\.pem|tmp\.txt/);
+  });
+
+  it("recreates the KB when someone deleted it in Open WebUI, and fills it again", async () => {
+    const gone = await visibleKb(owui.alice, owui.alice);
+    expect((await owui.api(owui.admin.apiKey, "DELETE", `/api/v1/knowledge/${gone!.id}/delete`)).status).toBe(200);
+    await chatThroughOpenWebUI(owui, owui.alice, say.write("after-kb-loss.txt", "back again"));
+    // The sidecar learns of the loss on its next change, then sends everything again.
+    await aliceKbSoon((f) => f.get("after-kb-loss.txt") === "back again" && f.get("burst.txt") === "edit 20" && f.get("visible.txt") === "fine", "the new KB, refilled", 45_000);
+    expect((await visibleKb(owui.alice, owui.alice))!.id).not.toBe(gone!.id);
+  });
+
   it("loses nothing while Open WebUI is down, and delivers once it is back", async () => {
     await owui.stop();
     try {
-      const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "Content-Type": "application/json", "X-OpenWebUI-User-Id": owui.alice.id, "X-OpenWebUI-Chat-Id": randomUUID() },
-        body: JSON.stringify({ model: "open-persona/build", messages: [{ role: "user", content: say.write("offline.md", "written while Open WebUI was down") }] }),
-      });
-      expect(res.status).toBe(200);
+      await sidecarChat(owui.alice, say.write("offline.md", "written while Open WebUI was down"));
       await waitFor(async () => (await syncStatus(owui.alice)).last_error !== null, 20_000, "a sync error while down");
       expect((await syncStatus(owui.alice)).pending_paths).toContain("offline.md");
     } finally {
@@ -267,6 +306,37 @@ describe("knowledge-base sync into the real Open WebUI", () => {
     await aliceKbSoon((f) => f.get("offline.md")?.includes("written while Open WebUI was down") === true, "offline.md after the outage", 45_000);
   });
 });
+
+describe("knowledge-base sync across a sidecar restart", () => {
+  it("delivers what was pending, and what changed while the sidecar was down", async () => {
+    await owui.stop();
+    try {
+      await sidecarChat(owui.alice, say.write("across-restart.txt", "survived"));
+      await waitFor(async () => (await syncStatus(owui.alice)).pending >= 1, 20_000, "pending work");
+      await sidecar.close();
+      // Written while the sidecar is down: only the reconciliation at startup can find it.
+      fs.writeFileSync(path.join(workspaceOf(owui.alice), "while-down.txt"), "found later");
+    } finally {
+      await owui.start();
+    }
+    sidecar = await startSidecar(sidecarEnv);
+    await aliceKbSoon((f) => f.get("across-restart.txt") === "survived" && f.get("while-down.txt") === "found later", "delivery after the restart", 45_000);
+  });
+});
+
+/** A chat sent to the sidecar directly (as Open WebUI would), for when Open WebUI is down. */
+async function sidecarChat(who: OpenWebUIAccount, content: string): Promise<void> {
+  const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "Content-Type": "application/json", "X-OpenWebUI-User-Id": who.id, "X-OpenWebUI-Chat-Id": randomUUID() },
+    body: JSON.stringify({ model: "open-persona/build", messages: [{ role: "user", content }] }),
+  });
+  expect(res.status).toBe(200);
+  await res.json();
+}
+
+/** Uploads Open WebUI has answered, from its own access log. */
+const uploads = () => owui.logs.filter((l) => l.includes('"POST /api/v1/files/?process=true')).length;
 
 async function syncStatus(who: OpenWebUIAccount): Promise<{ pending: number; pending_paths: string[]; last_error: unknown }> {
   const res = await fetch(`${sidecar.url}/v1/sync/status`, { headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "X-OpenWebUI-User-Id": who.id } });
