@@ -9,7 +9,7 @@ import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRunner, LABEL_MANAGED, LABEL_USER } from "../../src/runners/docker-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
-import { startOpenWebUIDouble } from "../fixtures/openwebui-double.js";
+import { startOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { readSse, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 
@@ -256,16 +256,28 @@ describe("idle runners and missing images", () => {
 });
 
 describe("knowledge-base sync from runner containers", () => {
-  it("attributes a container's file events to its user and syncs them", async () => {
-    const owui = await startOpenWebUIDouble({ apiKey: "sk-admin-docker", version: "0.12.0" });
-    const sc = await startSidecar(dockerEnv({ OPENWEBUI_URL: owui.url, OPENWEBUI_API_KEY: "sk-admin-docker", OPENWEBUI_SYNC_DEBOUNCE_MS: "200" }));
-    const frank = user("frank");
+  it("attributes a container's file events to its user and syncs them into the real Open WebUI", async () => {
+    const owui = await startOpenWebUI({ sidecarUrl: "http://127.0.0.1:9", gatewayKey: GATEWAY_KEY, embeddingsBaseUrl: model.baseURL });
+    const frank = owui.alice;
+    users.push(frank.id);
+    const sc = await startSidecar(dockerEnv({ OPENWEBUI_URL: owui.url, OPENWEBUI_API_KEY: owui.admin.apiKey, OPENWEBUI_SYNC_DEBOUNCE_MS: "200" }));
     try {
-      await chat(sc, frank, say.write("from-container.txt", "synced from docker"));
-      await waitFor(() => owui.kbContents(`workspace-${frank}`).get("from-container.txt") === "synced from docker", 20_000, "the file in frank's KB");
+      await chat(sc, frank.id, say.write("from-container.txt", "synced from docker"));
+      // Read back as the user sees it, with the user's own key.
+      await waitFor(
+        async () => {
+          const kbs = await owui.api(frank.apiKey, "GET", "/api/v1/knowledge/?page=1");
+          const kb = (kbs.body.items as Array<{ id: string; name: string }>).find((k) => k.name === `workspace-${frank.id}`);
+          if (!kb) return false;
+          const files = await owui.api(frank.apiKey, "GET", `/api/v1/knowledge/${kb.id}/files?page=1`);
+          return (files.body.items as Array<{ filename: string }>).some((f) => f.filename === "from-container.txt");
+        },
+        30_000,
+        "the file in the user's KB",
+      );
     } finally {
       await sc.close();
       await owui.close();
     }
-  });
+  }, 240_000);
 });
