@@ -43,7 +43,9 @@ beforeAll(async () => {
       SIDECAR_API_KEYS: GATEWAY_KEY,
       OPENWEBUI_URL: owui.url,
       OPENWEBUI_API_KEY: owui.admin.apiKey,
-      OPENWEBUI_SYNC_DEBOUNCE_MS: "200",
+      // Generous: a loaded machine must not split the 20-edit burst into more than two uploads
+      // (a turn's end sends its changes at once anyway).
+      OPENWEBUI_SYNC_DEBOUNCE_MS: "1000",
       OPENWEBUI_SYNC_MAX_BACKOFF_MS: "1000",
   });
   sidecar = await startSidecar(sidecarEnv);
