@@ -46,8 +46,17 @@ async function looksBinary(file: string): Promise<boolean> {
   }
 }
 
+/** How many binary verdicts are remembered before the memory starts over. */
+const BINARY_CACHE_MAX = 50_000;
+
 export class SyncFilter {
   private readonly ignoreCache = new Map<string, { mtimeMs: number; ig: Ignore }>();
+  /**
+   * Real path → the binary verdict for one version (size, mtime). A skipped file is never in
+   * the sync manifest, so every turn's reconciliation checks it again: without this, every
+   * image in a workspace would be opened and read after every turn.
+   */
+  private readonly binaryCache = new Map<string, { size: number; mtimeMs: number; binary: boolean }>();
 
   constructor(private readonly opts: SyncFilterOptions) {}
 
@@ -86,8 +95,17 @@ export class SyncFilter {
     if (!st.isFile()) return { sync: false, reason: "not a regular file" };
     if (st.size > this.opts.maxBytes) return { sync: false, reason: `larger than ${this.opts.maxBytes} bytes` };
     if (st.size === 0) return { sync: false, reason: "empty" };
-    if (!DOCUMENTS.test(rel) && (await looksBinary(real))) return { sync: false, reason: "binary file with no text to index" };
+    if (!DOCUMENTS.test(rel) && (await this.binary(real, st))) return { sync: false, reason: "binary file with no text to index" };
     return { sync: true, realPath: real, size: st.size };
+  }
+
+  private async binary(real: string, st: { size: number; mtimeMs: number }): Promise<boolean> {
+    const known = this.binaryCache.get(real);
+    if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) return known.binary;
+    const binary = await looksBinary(real);
+    if (this.binaryCache.size >= BINARY_CACHE_MAX) this.binaryCache.clear();
+    this.binaryCache.set(real, { size: st.size, mtimeMs: st.mtimeMs, binary });
+    return binary;
   }
 
   /** Lists candidate files (relative paths) for reconciliation; skips excluded directories early. */

@@ -88,6 +88,14 @@ describe("SyncFilter", () => {
     expect(filter.relative(ws, ws)).toBeUndefined();
   });
 
+  it("checks a binary again once it changed", async () => {
+    write("changing.dat", "\0binary");
+    expect((await verdict("changing.dat")).sync).toBe(false);
+    expect((await verdict("changing.dat")).sync).toBe(false);
+    write("changing.dat", "now it is text");
+    expect((await verdict("changing.dat")).sync).toBe(true);
+  });
+
   it("allows HTML when told to", async () => {
     expect((await new SyncFilter({ maxBytes: 100, allowHtml: true }).check(ws, "page.html")).sync).toBe(true);
   });
