@@ -133,6 +133,8 @@ export class DirectOpencode {
       let chunks = 0;
       let text = "";
       let busy = false;
+      let lastAt = 0;
+      const gapsMs: number[] = [];
       const timer = setTimeout(() => end(new Error(`direct turn timed out after ${TURN_TIMEOUT_MS} ms`)), TURN_TIMEOUT_MS);
       const end = (outcome: Error | TurnResult) => {
         clearTimeout(timer);
@@ -152,6 +154,8 @@ export class DirectOpencode {
           case "message.part.delta":
             if (p?.field !== "text" || !p.delta) return;
             ttftMs ??= at - t0;
+            if (chunks > 0) gapsMs.push(at - lastAt);
+            lastAt = at;
             chunks++;
             text += p.delta;
             return;
@@ -162,7 +166,7 @@ export class DirectOpencode {
           case "session.idle":
             if (!busy) return;
             if (ttftMs === undefined) return end(new Error("direct turn ended without text"));
-            return end({ ttftMs, totalMs: at - t0, chunks, text });
+            return end({ ttftMs, totalMs: at - t0, chunks, gapsMs, text });
           case "session.error":
             return end(new Error(`direct turn failed: ${p?.error?.name} ${p?.error?.data?.message ?? ""}`));
         }

@@ -59,3 +59,13 @@ export function sampleRss(pid: number, everyMs = 100): RssSampler {
     },
   };
 }
+
+/**
+ * Proportional set size (Pss in smaps_rollup), bytes: pages shared with other processes (the
+ * opencode binary's text, shared libraries) count in part. Summed over N processes it is what
+ * they hold together, where N × VmRSS would count the shared pages N times.
+ */
+export function pssBytes(pid: number): number {
+  const m = /^Pss:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+  return m ? Number(m[1]) * 1024 : 0;
+}

@@ -12,11 +12,16 @@
  * - Runner modes (runner-modes.ts): cold start, warm first token and memory per runner of
  *   RUNNER_MODE=docker against RUNNER_MODE=local. Needs a Docker engine and the runner image;
  *   without them only the local mode is measured, and BENCH_DOCKER=0 skips the phase.
+ * - Concurrency sweep (sweep.ts): N = 1, 10, 20, 40, 80 concurrent streaming chats through a
+ *   local-mode sidecar (N users: one opencode each) and against one opencode called directly:
+ *   time to first token, inter-token gap, total, sidecar and opencode CPU. BENCH_SWEEP sets
+ *   the list of N (e.g. BENCH_SWEEP=1,10,20); BENCH_SWEEP=0 skips the phase; the sidecar side
+ *   uses at most BENCH_SWEEP_MAX_USERS users (default: as many as fit in memory).
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
  * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1), BENCH_SYNC (1), BENCH_SYNC_WRITES (20),
- * BENCH_SYNC_ITERATIONS (15); RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
+ * BENCH_SYNC_ITERATIONS (15), BENCH_SWEEP (1,10,20,40,80), BENCH_SWEEP_MAX_USERS; RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
  * docker-mode sidecar, OPENWEBUI_SYNC_DEBOUNCE_MS the sync phase's first sidecar.
  * Prints a report and writes it as JSON to bench/results/latest.json.
  */
@@ -33,6 +38,8 @@ import { renderRunnerModes } from "./runner-modes-report.js";
 import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
 import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
 import { median, p95, r2 } from "./stats.js";
+import { renderSweep } from "./sweep-report.js";
+import { emptySweep, sweepPhase, sweepPoints, type SweepContext, type SweepFigures } from "./sweep.js";
 import { renderSync } from "./sync-report.js";
 import { failedSync, syncPhase, type SyncFigures, type SyncPhaseContext } from "./sync.js";
 import type { Chat, TurnResult } from "./turn.js";
@@ -51,6 +58,8 @@ const COLD_USERS = envInt("BENCH_COLD_USERS", 3, 1, 50);
 const WARM_ITERATIONS = envInt("BENCH_WARM_ITERATIONS", 10, 1, 1000);
 const SYNC_WRITES = envInt("BENCH_SYNC_WRITES", 20, 1, 1000);
 const SYNC_ITERATIONS = envInt("BENCH_SYNC_ITERATIONS", 15, 1, 1000);
+const SWEEP = sweepPoints(process.env.BENCH_SWEEP);
+const SWEEP_MAX_USERS = envInt("BENCH_SWEEP_MAX_USERS", 500, 1, 500);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -62,7 +71,11 @@ const WARMUP_CHATS = 5;
  * start takes seconds, and a turn that hangs gives up after TURN_TIMEOUT_MS. The sync phase's
  * writes and iterations take about a second each (a mid-turn write: the debounce and more).
  */
-const BENCH_TIMEOUT_MS = (10 + COLD_USERS) * 60_000 + (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000;
+const BENCH_TIMEOUT_MS =
+  (10 + COLD_USERS) * 60_000 +
+  (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000 +
+  // The sweep: a cold start and a settle per user, then a few rounds of streams per N.
+  (SWEEP.length ? 5 * 60_000 + Math.max(...SWEEP) * 10_000 + SWEEP.length * 60_000 : 0);
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -262,7 +275,15 @@ function targets(l: Latency): Target[] {
   ];
 }
 
-function render(meta: Record<string, string | number>, l: Latency, c: Concurrency, goals: Target[], sync: SyncFigures, modes: RunnerModes): string {
+function render(
+  meta: Record<string, string | number>,
+  l: Latency,
+  c: Concurrency,
+  goals: Target[],
+  sweep: SweepFigures,
+  sync: SyncFigures,
+  modes: RunnerModes,
+): string {
   const f = (n: number) => n.toFixed(1).padStart(8);
   const row = (label: string, s: PathStats) =>
     `  ${label.padEnd(9)}${f(s.ttftP50)}${f(s.ttftP95)}${f(s.totalP50)}${f(s.totalP95)}${String(s.chunksP50).padStart(8)}`;
@@ -295,6 +316,8 @@ function render(meta: Record<string, string | number>, l: Latency, c: Concurrenc
     `  sidecar RSS      before ${c.rssMb.before} MB, peak ${c.rssMb.peak} MB, after ${c.rssMb.after} MB (${c.rssMb.samples} samples)`,
     `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
     "",
+    ...renderSweep(sweep),
+    "",
     ...renderSync(sync),
     "",
     ...renderRunnerModes(modes),
@@ -319,6 +342,19 @@ async function runnerModesPhase(): Promise<{ modes: RunnerModes; failed: boolean
     if (cleaning) throw e; // a signal or the watchdog: the run is over anyway
     log(`runner modes failed: ${(e as Error).stack ?? String(e)}`);
     return { modes: failedRunnerModes(ctx, e), failed: true };
+  }
+}
+
+/** Like the runner-modes phase; the rows measured before a failure are kept. */
+async function sweepPhaseOrFailure(): Promise<{ sweep: SweepFigures; failed: boolean }> {
+  const ctx: SweepContext = { points: SWEEP, maxUsers: SWEEP_MAX_USERS, apiKey: API_KEY, defer: (fn) => cleanups.push(fn), log };
+  const into = emptySweep(SWEEP);
+  try {
+    return { sweep: await sweepPhase(ctx, into), failed: false };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`sweep failed: ${(e as Error).stack ?? String(e)}`);
+    return { sweep: { ...into, error: (e as Error).message ?? String(e) }, failed: true };
   }
 }
 
@@ -379,6 +415,8 @@ async function main(): Promise<boolean> {
   // directories, which would land on the runner-modes phase's cold starts.
   directServer.close();
   await Promise.all([sidecar.child.stop(), direct.child.stop()]);
+  // Its own sidecar and direct opencode; they are stopped (cleanups) only at the very end.
+  const sweep = await sweepPhaseOrFailure();
   // The sync phase stops its sidecars when it ends: the runner modes' cold starts need quiet.
   const sync = await syncPhaseOrFailure();
   const { modes, failed } = await runnerModesPhase();
@@ -395,14 +433,15 @@ async function main(): Promise<boolean> {
     warmIterations: WARM_ITERATIONS,
     syncWrites: SYNC_WRITES,
     syncIterations: SYNC_ITERATIONS,
+    sweep: SWEEP.join(","),
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, sync.sync, modes) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, sweep.sweep, sync.sync, modes) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, sync: sync.sync, runnerModes: modes };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed && !sync.failed;
+  return !failed && !sync.failed && !sweep.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -23,7 +23,7 @@ function busyRow(label: string, a: AfterFirstTurn): string {
 }
 
 export function renderRunnerModes(r: RunnerModes): string[] {
-  const title = "Runner modes: docker (one opencode container per user) vs local (one opencode for all users)";
+  const title = "Runner modes: docker (one opencode container per user) vs local (one opencode process per user)";
   if (r.skipped) return [title, `  skipped (${r.skipped})`];
   if (r.error) return [title, `  FAILED: ${r.error.split("\n")[0]}`];
   const { local, docker } = r;
@@ -38,7 +38,7 @@ export function renderRunnerModes(r: RunnerModes): string[] {
     coldRow("local   sidecar spawn → first token", local.coldSpawnToFirstTokenMs),
     coldRow("local     spawn → /readyz", local.coldSpawnToReadyMs),
     coldRow("local     request after /readyz → first token", local.coldRequestTtftMs),
-    coldRow("local   new user, opencode up → first token", local.newUserTtftMs),
+    coldRow("local   new user, sidecar up → first token", local.newUserTtftMs),
     header(`Warm: an existing user's runner (${r.warmIterations} each)`, "p95"),
   );
   const warmLines: Array<[string, Spread | undefined]> = [
@@ -55,7 +55,7 @@ export function renderRunnerModes(r: RunnerModes): string[] {
     sub(`Memory per runner, MiB (p50 / max)`, `after 1st turn      peak (busy)    idle ≥ ${r.idleMs / 1000} s`),
   );
   if (docker) lines.push(memoryRow("docker  container working set", docker.memory));
-  lines.push(memoryRow("local   opencode VmRSS (serves every user)", local.memory));
+  lines.push(memoryRow("local   user's opencode VmRSS", local.memory));
   if (docker) {
     lines.push(
       `  docker: ${docker.memory.measure}`,

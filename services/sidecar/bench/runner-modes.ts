@@ -1,16 +1,17 @@
 /**
  * The runner-modes phase: what a user waits for, and what a runner costs, in RUNNER_MODE=docker
- * (one opencode container per user) against RUNNER_MODE=local (one opencode process for all).
+ * (one opencode container per user) against RUNNER_MODE=local (one opencode process per user).
  *
  * - Cold start, docker: the first request of a new user (no container yet) through a
  *   docker-mode sidecar; the turn pays for creating and starting the container, opencode's
  *   boot inside it and the new session.
  * - Cold start, local: a fresh local-mode sidecar (fresh STATE_ROOT) spawned from nothing,
- *   timed from the spawn and, apart, from the first request sent once /readyz is ready.
- *   Plus the local counterpart of a docker cold start: a new user on an opencode already up.
+ *   timed from the spawn and, apart, from the first request sent once /readyz is ready (that
+ *   request starts the user's opencode). Plus the local counterpart of a docker cold start: a
+ *   new user on a sidecar already up (also the start of that user's opencode).
  * - Warm: an existing user's runner, first token of a new chat and of a follow-up turn.
- * - Memory per runner: each container's working set (docker stats) and the local opencode's
- *   VmRSS, right after the first prompt and after sitting idle.
+ * - Memory per runner: each container's working set (docker stats) and the VmRSS of the user's
+ *   local opencode process, right after the first prompt and after sitting idle.
  * - The work opencode goes on doing after the first turn (settle.ts): each cold start waits
  *   for the previous runner to go quiet, and the report says how long that took.
  *
@@ -95,7 +96,7 @@ export interface LocalFigures {
   coldSpawnToReadyMs: Spread;
   coldSpawnToFirstTokenMs: Spread;
   coldRequestTtftMs: Spread;
-  /** A new user on an opencode already running: the local counterpart of a docker cold start. */
+  /** A new user on a sidecar already running (starts their opencode): the local counterpart of a docker cold start. */
   newUserTtftMs: Spread;
   afterFirstTurn: AfterFirstTurn;
   warm: WarmFigures;
@@ -129,6 +130,8 @@ interface Runner {
   url: string;
   user: string;
   sample: Sampler;
+  /** Local mode: the sidecar process (its users' opencode processes are below it). */
+  sidecarPid?: number;
   /** From its first turn's end until it went quiet. */
   settled?: Settled;
   stop?(): Promise<void>;
@@ -209,7 +212,13 @@ async function coldLocalSidecar(ctx: PhaseContext, modelPort: number, k: number,
     spawnToReadyMs: readyAt - sc.spawnedAt,
     spawnToFirstTokenMs: readyAt - sc.spawnedAt + turn.ttftMs,
     turn,
-    runner: { url, user, sample: async () => ({ cpuMs: cpuTimeMs(pid), memBytes: rssBytes(pid) }), stop: () => sc.child.stop() },
+    runner: {
+      url,
+      user,
+      sample: async () => ({ cpuMs: cpuTimeMs(pid), memBytes: rssBytes(pid) }),
+      sidecarPid: sc.child.pid,
+      stop: () => sc.child.stop(),
+    },
   };
 }
 
@@ -305,19 +314,25 @@ export async function runnerModes(ctx: PhaseContext): Promise<RunnerModes> {
     : undefined;
   const localMemory = await memoryFigures(
     localColds.map((l) => l.runner),
-    "VmRSS of the opencode process (one per sidecar, serving all its users)",
+    "VmRSS of the user's opencode process (one per user)",
   );
   // One local sidecar is enough from here on; the others would only add noise.
   const [localMain, ...localRest] = localColds.map((l) => l.runner);
   await Promise.all(localRest.map((r) => r.stop?.()));
 
-  ctx.log(`runner modes: new users on a running local opencode (${ctx.coldUsers})`);
+  ctx.log(`runner modes: new users on a running local-mode sidecar (${ctx.coldUsers})`);
   const newUser: number[] = [];
+  // Every opencode process of the sidecar: each new user gets their own.
+  const allLocal: Sampler = async () => {
+    let cpuMs = 0;
+    for (const pid of opencodePids(localMain!.sidecarPid!)) cpuMs += cpuTimeMs(pid);
+    return { cpuMs };
+  };
   for (let k = 0; k < ctx.coldUsers; k++) {
     const chat = new SidecarChat(localMain!.url, ctx.apiKey, `bench-local-new-${run}-${k + 1}`);
     newUser.push(expectText(await chat.turn(PROMPT), "local new user").ttftMs);
-    // A new user's directory sets off the same background work as a first turn.
-    await waitQuiet(localMain!.sample);
+    // A new user's process and directory set off the same background work as a first turn.
+    await waitQuiet(allLocal);
   }
 
   ctx.log(`runner modes: warm turns (${WARM_WARMUP} warm-up + ${ctx.warmIterations} per mode)`);

@@ -77,17 +77,21 @@ export class SidecarChat implements Chat {
     let ttftMs: number | undefined;
     let chunks = 0;
     let text = "";
+    let lastAt = 0;
+    const gapsMs: number[] = [];
     for await (const { data, at } of sseMessages(res.body)) {
       if (data === "[DONE]") {
         if (ttftMs === undefined) throw new Error("sidecar stream ended without content");
         this.messages.push({ role: "assistant", content: text });
-        return { ttftMs, totalMs: at - t0, chunks, text };
+        return { ttftMs, totalMs: at - t0, chunks, gapsMs, text };
       }
       const chunk = JSON.parse(data) as StreamChunk;
       if (chunk.error) throw new Error(`sidecar stream error ${chunk.error.code}: ${chunk.error.message}`);
       const content = chunk.choices?.[0]?.delta?.content;
       if (content) {
         ttftMs ??= at - t0;
+        if (chunks > 0) gapsMs.push(at - lastAt);
+        lastAt = at;
         chunks++;
         text += content;
       }

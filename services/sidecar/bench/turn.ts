@@ -7,6 +7,8 @@ export interface TurnResult {
   totalMs: number;
   /** Streamed text pieces (SSE content chunks / text deltas). */
   chunks: number;
+  /** Time between consecutive text pieces, ms (chunks − 1 values). */
+  gapsMs: number[];
   text: string;
 }
 

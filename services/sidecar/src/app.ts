@@ -5,6 +5,7 @@
 import express, { type Express } from "express";
 import type { Authenticator } from "./auth/identity.js";
 import type { ChatService } from "./chat/chat-service.js";
+import type { TurnRegistry } from "./chat/turn-registry.js";
 import { chatCompletions } from "./http/chat-completions.js";
 import { authenticate, errorHandler, notFound, requestContext } from "./http/middleware.js";
 import { listModels } from "./http/models.js";
@@ -16,6 +17,7 @@ import { syncStatus } from "./http/sync-status.js";
 export interface AppDeps {
   auth: Authenticator;
   chat: ChatService;
+  turns: TurnRegistry;
   runner: Runner;
   sync?: SyncService;
   log: Logger;

@@ -35,11 +35,21 @@ server.on("error", (e) => {
 });
 
 let stopping = false;
+/**
+ * Stop accepting, let running turns finish for up to SHUTDOWN_GRACE_MS, end the rest with an
+ * in-band error (never a cut mid-token), then stop the runners.
+ */
 async function shutdown(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
-  log.info("shutting down");
+  log.info({ graceMs: config.shutdownGraceMs }, "shutting down: letting running turns finish");
   server.close();
+  server.closeIdleConnections();
+  const stopped = await sidecar.drain(config.shutdownGraceMs).catch((e) => {
+    log.error({ err: (e as Error).message }, "could not drain running turns");
+    return -1;
+  });
+  if (stopped) log.warn({ turns: stopped }, "stopped turns still running after the grace period");
   server.closeAllConnections();
   await sidecar.stop().catch((e) => log.error({ err: (e as Error).message }, "shutdown failed"));
   process.exit(code);

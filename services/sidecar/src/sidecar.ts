@@ -6,8 +6,10 @@ import type { Express } from "express";
 import { createApp } from "./app.js";
 import { Authenticator } from "./auth/identity.js";
 import { ChatService } from "./chat/chat-service.js";
+import { TurnRegistry } from "./chat/turn-registry.js";
 import type { Config } from "./config/config.js";
 import type { Logger } from "./log/logger.js";
+import { checkModel, modelSetup } from "./runners/model-check.js";
 import { createRunner } from "./runners/registry.js";
 import type { Runner } from "./runners/runner.js";
 import { SessionStore } from "./sessions/session-store.js";
@@ -22,6 +24,11 @@ export interface Sidecar {
   sync?: SyncService;
   /** Starts the runner and resumes background sync (the HTTP server is the caller's). */
   start(): Promise<void>;
+  /**
+   * Refuses new turns, lets running ones finish for up to `graceMs`, then stops the rest with
+   * an error their clients see. Resolves with how many had to be stopped.
+   */
+  drain(graceMs: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -42,24 +49,29 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     : undefined;
   const chat = new ChatService({
     runner,
-    store: new SessionStore(),
+    store: new SessionStore({ log: log.child({ component: "sessions" }) }),
     workspaceRoot: config.workspaceRoot,
     stateRoot: config.stateRoot,
     maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
+    maxImagesPerRequest: config.maxImagesPerRequest,
+    limits: { ...config.turn, modelConfigured: !!config.opencodeModel },
     observer: sync,
   });
-  const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret });
-  const app = createApp({ auth, chat, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
+  const turns = new TurnRegistry();
+  const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
+  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
   return {
     app,
     auth,
     runner,
     sync,
     start: async () => {
+      void checkModel(modelSetup(config.runnerEnv), log.child({ component: "model" }));
       await runner.start();
       // Not awaited: reconciliation talks to Open WebUI, which may be down; it retries.
       void sync?.start().catch((e) => log.error({ err: (e as Error).message }, "sync could not start"));
     },
+    drain: (graceMs) => turns.drain(graceMs),
     stop: async () => {
       sync?.stop();
       await sync?.flush();

@@ -3,7 +3,7 @@
  * recreating it), then streams one prompt through it. Everything that can fail with an HTTP
  * status (runner unavailable, cap reached) fails in `prepare*`, before any byte is streamed.
  */
-import { RateLimitError } from "../errors/api-error.js";
+import { ClientClosedError, RateLimitError, turnError, type ApiError } from "../errors/api-error.js";
 import type { Identity } from "../auth/identity.js";
 import type { Logger } from "../log/logger.js";
 import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
@@ -13,8 +13,8 @@ import { KeyedMutex } from "../sessions/keyed-mutex.js";
 import type { SessionStore } from "../sessions/session-store.js";
 import type { WorkspaceObserver } from "../sync/sync-service.js";
 import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
-import { runPrompt } from "./agent-run.js";
-import { history, latestUserTurn, systemPrompt, textOf, toPromptParts, transcript } from "./conversation.js";
+import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
+import { DEFAULT_MAX_IMAGES, history, latestUserTurn, systemPrompt, textOf, toPromptParts, transcript } from "./conversation.js";
 import type { ChatMessage } from "./request-schema.js";
 import type { TurnOutput } from "./turn-translator.js";
 
@@ -26,6 +26,8 @@ export interface TurnRequest {
   agent: AgentName;
   messages: ChatMessage[];
   log: Logger;
+  /** The request's life: preparing stops as soon as it aborts (the client left, or shutdown). */
+  signal: AbortSignal;
 }
 
 export interface PreparedTurn {
@@ -54,6 +56,8 @@ export interface ChatServiceDeps {
   workspaceRoot: string;
   stateRoot: string;
   maxConcurrentRunsPerUser: number;
+  maxImagesPerRequest?: number;
+  limits: RunLimits;
   /** Told when a user's runner is used and when a turn ends (knowledge-base sync). */
   observer?: WorkspaceObserver;
 }
@@ -90,8 +94,9 @@ export class ChatService {
     try {
       await this.ensureSpace(space);
       // Converted first: a bad attachment is a 400 before anything is created.
-      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages)), agent: req.agent, system: systemPrompt(req.messages) };
-      const ep = await this.deps.runner.ensure(space);
+      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages), this.imageLimits()), agent: req.agent, system: systemPrompt(req.messages) };
+      // A cold start can take a minute: a client that leaves meanwhile gets no agent run.
+      const ep = await whileWanted(this.deps.runner.ensure(space), req.signal);
       this.deps.observer?.attach(req.identity, space, ep);
       const earlier = history(req.messages);
       const title = titleFor(req.messages);
@@ -100,6 +105,7 @@ export class ChatService {
         req.log.info({ sessionId: s.id }, "opencode session created");
         return s.id;
       });
+      stopIfUnwanted(req.signal);
       // The map is written while the first prompt already runs; a failed write only costs
       // the chat its session on the next request (which then starts a seeded one).
       saved.catch((e) => req.log.error({ err: (e as Error).message }, "could not save the session map"));
@@ -115,26 +121,27 @@ export class ChatService {
   }
 
   /** An Open WebUI background task: answered by the model, outside the chat's session. */
-  async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger): Promise<PreparedTurn> {
+  async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger, signal: AbortSignal): Promise<PreparedTurn> {
     const lastUser = [...messages].reverse().find((m) => m.role === "user");
-    const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : []), tools: NO_TOOLS, system: systemPrompt(messages) };
+    const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : [], this.imageLimits()), tools: NO_TOOLS, system: systemPrompt(messages) };
     const space = this.space(identity);
     const inUse = this.deps.runner.use(space);
     let ep: RunnerEndpoint;
     let session: { id: string };
     try {
       await this.ensureSpace(space);
-      ep = await this.deps.runner.ensure(space);
+      ep = await whileWanted(this.deps.runner.ensure(space), signal);
       session = await ep.client.createSession(ep.directory, "Open WebUI background task", DENY_ALL);
     } catch (e) {
       inUse();
       throw e;
     }
+    const limits = this.deps.limits;
     return {
       sessionId: session.id,
       run: async function* (this: void, signal: AbortSignal) {
         try {
-          yield* runPrompt(ep, session.id, body, signal, log);
+          yield* runPrompt(ep, session.id, body, signal, log, limits);
         } finally {
           inUse();
           await ep.client.deleteSession(session.id, ep.directory).catch(() => {});
@@ -149,7 +156,7 @@ export class ChatService {
     let unlock = await this.sessionLocks.acquire(sessionId);
     try {
       try {
-        yield* runPrompt(ep, sessionId, body, signal, req.log);
+        yield* runPrompt(ep, sessionId, body, signal, req.log, this.deps.limits);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
@@ -161,7 +168,7 @@ export class ChatService {
         req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
         unlock();
         unlock = await this.sessionLocks.acquire(fresh);
-        yield* runPrompt(ep, fresh, body, signal, req.log);
+        yield* runPrompt(ep, fresh, body, signal, req.log, this.deps.limits);
       }
     } finally {
       unlock();
@@ -175,6 +182,10 @@ export class ChatService {
     if (text) await ep.client.prompt(sessionId, ep.directory, { parts: [{ type: "text", text }], noReply: true });
   }
 
+  private imageLimits(): { maxImages: number } {
+    return { maxImages: this.deps.maxImagesPerRequest ?? DEFAULT_MAX_IMAGES };
+  }
+
   /** Creates a user's directories once per process (not on every request). */
   private async ensureSpace(space: UserSpace): Promise<void> {
     if (this.spaces.has(space.hash)) return;
@@ -185,6 +196,25 @@ export class ChatService {
   private space(identity: Identity): UserSpace {
     return userSpace(this.deps.workspaceRoot, this.deps.stateRoot, identity.userHash);
   }
+}
+
+/** Why a request stopped being wanted, as the error that ends its preparation. */
+function unwanted(signal: AbortSignal): ApiError {
+  return signal.reason instanceof TurnStop ? turnError(signal.reason) : new ClientClosedError();
+}
+
+function stopIfUnwanted(signal: AbortSignal): void {
+  if (signal.aborted) throw unwanted(signal);
+}
+
+/** `work`, unless the request is abandoned first (the work itself goes on, shared or cached). */
+function whileWanted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(unwanted(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(unwanted(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 function titleFor(messages: ChatMessage[]): string {

@@ -41,9 +41,31 @@ export function systemPrompt(messages: ChatMessage[]): string | undefined {
 }
 
 const DATA_URL = /^data:([\w.+-]+\/[\w.+-]+)(;[^,]*)?,/;
+const NOT_BASE64 = /[^A-Za-z0-9+/=]/;
 
-/** Converts user messages to opencode parts: text, and attachments as file parts. */
-export function toPromptParts(turn: ChatMessage[]): PromptPart[] {
+/** How many images one request may forward to the agent when not configured (MAX_IMAGES_PER_REQUEST). */
+export const DEFAULT_MAX_IMAGES = 16;
+
+export interface PromptLimits {
+  /** Images (image_url parts and image files) the forwarded turn may carry. */
+  maxImages: number;
+}
+
+/**
+ * Converts user messages to opencode parts: text, and attachments as file parts. Only what
+ * is forwarded is checked (images must decode, and be at most `maxImages`): an earlier bad
+ * image in a resent history must not make the chat fail for good.
+ */
+export function toPromptParts(turn: ChatMessage[], limits: PromptLimits = { maxImages: DEFAULT_MAX_IMAGES }): PromptPart[] {
+  const contentParts = turn.flatMap((m) => (Array.isArray(m.content) ? (m.content as ContentPart[]) : []));
+  const images = contentParts.filter(isImage).length;
+  if (images > limits.maxImages) {
+    throw new BadRequestError(
+      `Too many images: at most ${limits.maxImages} per request, this one has ${images}`,
+      "too_many_images",
+      "messages",
+    );
+  }
   const parts: PromptPart[] = [];
   let n = 0;
   for (const m of turn) {
@@ -57,12 +79,21 @@ export function toPromptParts(turn: ChatMessage[]): PromptPart[] {
   return parts;
 }
 
+function isImage(p: ContentPart): boolean {
+  if (p.type === "image_url") return true;
+  const data = p.type === "file" ? (p as { file?: { file_data?: string } }).file?.file_data : undefined;
+  return typeof data === "string" && /^data:image\//i.test(data);
+}
+
 function convertPart(p: ContentPart, n: number): PromptPart[] {
   if (p.type === "text") return (p as { text: string }).text ? [{ type: "text", text: (p as { text: string }).text }] : [];
   if (p.type === "image_url") {
     const url = (p as { image_url: { url: string } }).image_url.url;
     const m = DATA_URL.exec(url);
-    if (m) return [{ type: "file", mime: m[1]!, url, filename: `image-${n}.${m[1]!.split("/")[1]}` }];
+    if (m) {
+      const image = checkedImage(url, m);
+      return [{ type: "file", ...image, filename: `image-${n}.${image.mime.split("/")[1]}` }];
+    }
     if (/^https?:\/\//.test(url)) return [{ type: "text", text: `Image: ${url}` }];
     throw new BadRequestError("image_url.url must be a data: URL or an http(s) URL", "invalid_image_url", "messages");
   }
@@ -70,9 +101,38 @@ function convertPart(p: ContentPart, n: number): PromptPart[] {
     const f = (p as { file: { file_data?: string; filename?: string; file_id?: string } }).file;
     const m = f.file_data ? DATA_URL.exec(f.file_data) : null;
     if (!m) throw new BadRequestError("file parts must carry file_data as a data: URL", "invalid_file", "messages");
+    if (m[1]!.toLowerCase().startsWith("image/")) return [{ type: "file", ...checkedImage(f.file_data!, m), filename: f.filename ?? `file-${n}` }];
     return [{ type: "file", mime: m[1]!, url: f.file_data!, filename: f.filename ?? `file-${n}` }];
   }
   throw new BadRequestError(`Unsupported content part type '${p.type}'`, "unsupported_content", "messages");
+}
+
+/** The formats every vision model takes, by their first bytes. */
+const IMAGE_SIGNATURES: Array<{ mime: string; test: (b: Buffer) => boolean }> = [
+  { mime: "image/png", test: (b) => b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) },
+  { mime: "image/jpeg", test: (b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff },
+  { mime: "image/gif", test: (b) => /^GIF8[79]a$/.test(b.subarray(0, 6).toString("latin1")) },
+  { mime: "image/webp", test: (b) => b.subarray(0, 4).toString("latin1") === "RIFF" && b.subarray(8, 12).toString("latin1") === "WEBP" },
+];
+
+/**
+ * An image data URL whose payload is base64 and starts like a PNG, JPEG, GIF or WebP.
+ * The mime is the one the bytes show (a model provider refuses an image whose declared type
+ * differs from its content).
+ */
+function checkedImage(url: string, m: RegExpExecArray): { mime: string; url: string } {
+  const invalid = (why: string) => new BadRequestError(`Invalid image: ${why}`, "invalid_image", "messages");
+  if (!/;base64$/i.test(m[2] ?? "")) throw invalid("image data URLs must be base64-encoded");
+  const data = url.slice(m[0].length);
+  // A search for one bad character, then the padding: an anchored /^[…]*={0,2}$/ is ~5x
+  // slower on a 20 MB image.
+  const pad = data.indexOf("=");
+  const badPadding = pad !== -1 && data.slice(pad) !== "=" && data.slice(pad) !== "==";
+  if (data.length % 4 === 1 || NOT_BASE64.test(data) || badPadding) throw invalid("the data URL is not valid base64");
+  const head = Buffer.from(data.slice(0, 16), "base64");
+  const kind = IMAGE_SIGNATURES.find((s) => s.test(head));
+  if (!kind) throw invalid("not a PNG, JPEG, GIF or WebP image");
+  return kind.mime === m[1]!.toLowerCase() ? { mime: kind.mime, url } : { mime: kind.mime, url: `data:${kind.mime};base64,${data}` };
 }
 
 /**

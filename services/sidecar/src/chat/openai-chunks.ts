@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { MarkupGuard } from "./markup-guard.js";
+import { retryStatus } from "./provider-failure.js";
 import type { TurnOutput, Usage } from "./turn-translator.js";
 
 export interface ChatCompletionChunk {
@@ -77,7 +78,7 @@ export class ChunkEncoder {
         this.toolsRun.push(o.name);
         return [...this.delta({ content: this.textGuard.flush() + toolCallBlock(o) }), ...this.status(`Ran ${o.name}`, true)];
       case "retry":
-        return this.status(`Model provider busy, retrying${o.attempt ? ` (attempt ${o.attempt})` : ""}: ${o.message}`, false);
+        return this.status(retryStatus(o.failure, o.provider, o.model, o.message, o.delayS), false);
       case "finish": {
         const finish = this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }]);
         if (this.opts.openWebUI && !this.opts.includeUsage) finish.usage = o.usage;

@@ -45,30 +45,32 @@ const schema = {
           role: { enum: ["system", "developer", "user", "assistant", "tool", "function"] },
           name: { type: "string" },
           content: {
-            anyOf: [
-              { type: "string" },
-              { type: "null" },
-              {
-                type: "array",
-                items: {
+            // `items` applies to arrays only: a bad part is reported at its own path.
+            type: ["string", "null", "array"],
+            items: {
+              type: "object",
+              required: ["type"],
+              properties: {
+                type: { type: "string" },
+                text: { type: "string" },
+                image_url: {
                   type: "object",
-                  required: ["type"],
-                  properties: {
-                    type: { type: "string" },
-                    text: { type: "string" },
-                    image_url: {
-                      type: "object",
-                      required: ["url"],
-                      properties: { url: { type: "string" }, detail: { type: "string" } },
-                    },
-                    file: {
-                      type: "object",
-                      properties: { file_data: { type: "string" }, filename: { type: "string" }, file_id: { type: "string" } },
-                    },
-                  },
+                  required: ["url"],
+                  properties: { url: { type: "string" }, detail: { type: "string" } },
+                },
+                file: {
+                  type: "object",
+                  properties: { file_data: { type: "string" }, filename: { type: "string" }, file_id: { type: "string" } },
+                  anyOf: [{ required: ["file_data"] }, { required: ["file_id"] }],
                 },
               },
-            ],
+              // A part must carry the object its type names (`{"type":"image_url"}` alone is a 400).
+              allOf: [
+                { if: { properties: { type: { const: "text" } } }, then: { required: ["text"] } },
+                { if: { properties: { type: { const: "image_url" } } }, then: { required: ["image_url"] } },
+                { if: { properties: { type: { const: "file" } } }, then: { required: ["file"] } },
+              ],
+            },
           },
         },
       },
@@ -81,6 +83,8 @@ const validate = ajv.compile<ChatCompletionRequest>(schema);
 
 export function parseChatRequest(body: unknown): ChatCompletionRequest {
   if (!validate(body)) {
+    const choice = oneOfMissing(validate.errors ?? []);
+    if (choice) throw new BadRequestError(choice.message, "invalid_request", choice.param);
     const err = validate.errors?.[0];
     throw new BadRequestError(describe(err), "invalid_request", paramOf(err));
   }
@@ -95,6 +99,15 @@ function paramOf(err: ErrorObject | undefined): string | null {
   const path = err.instancePath.replace(/^\//, "").replace(/\/(\d+)/g, "[$1]").replace(/\//g, ".");
   const missing = err.keyword === "required" ? (err.params as { missingProperty: string }).missingProperty : "";
   return [path, missing].filter(Boolean).join(".") || null;
+}
+
+/** An `anyOf` of `required` branches (a file part's file_data or file_id) failed: name them all. */
+function oneOfMissing(errors: ErrorObject[]): { message: string; param: string | null } | undefined {
+  const anyOf = errors.find((e) => e.keyword === "anyOf");
+  if (!anyOf) return undefined;
+  const options = errors.filter((e) => e.keyword === "required" && e.instancePath === anyOf.instancePath).map(paramOf);
+  if (options.length < 2) return undefined;
+  return { message: `Missing required parameter: one of ${options.map((o) => `'${o}'`).join(" or ")}`, param: paramOf(anyOf) };
 }
 
 function describe(err: ErrorObject | undefined): string {

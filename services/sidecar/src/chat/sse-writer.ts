@@ -31,8 +31,8 @@ export class SseWriter {
   }
 
   /** An error after the stream began, in the shape Open WebUI shows to the user. */
-  error(message: string, code: string): void {
-    this.data({ error: { message, type: "agent_error", param: null, code } });
+  error(message: string, code: string, type = "agent_error"): void {
+    this.data({ error: { message, type, param: null, code } });
   }
 
   end(): void {

@@ -8,6 +8,7 @@
  * (a transient loss is bridged by `catchUp`, fed from the messages API).
  */
 import type { MessageInfo, OpencodeEvent, Part, TokenUsage } from "../opencode/events.js";
+import { failureKind, providerFailure, retryAfterFromHeaders, type FailureKind, type ModelRef, type ProviderRef } from "./provider-failure.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -20,9 +21,11 @@ export type TurnOutput =
   | { kind: "reasoning"; text: string }
   | { kind: "tool-start"; callId: string; name: string; title: string }
   | { kind: "tool-end"; callId: string; name: string; args: unknown; result: string; failed: boolean }
-  | { kind: "retry"; message: string; attempt?: number }
+  /** opencode will call the model provider again after a failure (`attempt` counts from 1). */
+  | { kind: "retry"; attempt: number; message: string; failure: FailureKind; delayS?: number; model?: ModelRef; provider?: ProviderRef }
   | { kind: "finish"; reason: "stop" | "length"; usage: Usage }
-  | { kind: "error"; message: string; code: string };
+  /** The turn failed; `retryAfterS` when the provider said when to come back. */
+  | { kind: "error"; message: string; code: string; retryAfterS?: number };
 
 type PartKind = Part["type"];
 
@@ -40,10 +43,20 @@ export class TurnTranslator {
   private finishReason: "stop" | "length" = "stop";
   private sawBusy = false;
   private ended = false;
+  private modelRef?: ModelRef;
   /** Set when the sidecar aborted the run (client gone): the abort error is expected. */
   aborted = false;
 
-  constructor(private readonly sessionId: string) {}
+  /** `modelConfigured`: whether the operator chose a model (error messages say how otherwise). */
+  constructor(
+    private readonly sessionId: string,
+    private readonly modelConfigured = true,
+  ) {}
+
+  /** The model this turn's assistant messages ran on, once known. */
+  get model(): ModelRef | undefined {
+    return this.modelRef;
+  }
 
   get done(): boolean {
     return this.ended;
@@ -61,7 +74,9 @@ export class TurnTranslator {
         if (event.sessionID !== this.sessionId) return [];
         if (event.status.type === "busy") this.sawBusy = true;
         if (event.status.type === "retry") {
-          return [{ kind: "retry", message: event.status.message ?? "The model provider is retrying", attempt: event.status.attempt }];
+          const { attempt, message = "the model provider failed", next } = event.status;
+          const delayS = typeof next === "number" ? Math.max(0, Math.ceil((next - Date.now()) / 1000)) : undefined;
+          return [{ kind: "retry", attempt: attempt ?? 1, message, failure: failureKind(message), delayS, model: this.modelRef }];
         }
         return [];
       case "session.idle":
@@ -70,7 +85,18 @@ export class TurnTranslator {
       case "session.error": {
         if (event.sessionID && event.sessionID !== this.sessionId) return [];
         const name = event.error?.name ?? "UnknownError";
-        const detail = event.error?.data?.message;
+        const data = event.error?.data;
+        if (name === "APIError" && data) {
+          // The provider's own answer, after opencode's retries (or at once for a 4xx).
+          const message = typeof data.message === "string" && data.message ? data.message : "no message";
+          const failure = providerFailure(failureKind(message, data.statusCode), undefined, this.modelRef, message, {
+            statusCode: data.statusCode,
+            retryAfterS: retryAfterFromHeaders(data.responseHeaders as Record<string, unknown> | undefined),
+            modelConfigured: this.modelConfigured,
+          });
+          return this.end({ kind: "error", ...failure });
+        }
+        const detail = data?.message;
         const message = name === "MessageAbortedError" ? "The agent run was aborted" : detail ? `${name}: ${detail}` : name;
         return this.end({ kind: "error", message, code: name });
       }
@@ -79,7 +105,10 @@ export class TurnTranslator {
         if (!event.final) return [];
         return this.end({ kind: "error", message: "Lost the connection to the agent runner", code: "runner_lost" });
       case "message.updated":
-        if (event.info?.role === "assistant" && event.info.sessionID === this.sessionId) this.assistantMessages.add(event.info.id);
+        if (event.info?.role === "assistant" && event.info.sessionID === this.sessionId) {
+          this.assistantMessages.add(event.info.id);
+          if (event.info.providerID && event.info.modelID) this.modelRef = { providerID: event.info.providerID, modelID: event.info.modelID };
+        }
         return [];
       case "message.part.updated":
         return this.onPart(event.part);

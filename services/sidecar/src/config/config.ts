@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { buildOpencodeConfig } from "../runners/opencode-config.js";
 
 export type RunnerMode = "local" | "shared" | "docker";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -33,6 +34,10 @@ export interface Config {
   userKeys: Map<string, string>;
   /** When set, gateway identity comes only from a valid HS256 `X-OpenWebUI-User-Jwt`. */
   openwebuiJwtSecret?: string;
+  /** Longest accepted `X-OpenWebUI-User-Jwt` lifetime, in seconds (one without `exp` is refused). */
+  openwebuiJwtMaxAgeS: number;
+  /** Images one request may forward to the agent. */
+  maxImagesPerRequest: number;
   logLevel: LogLevel;
   /** Concurrent chat runs allowed per user before 429. */
   maxConcurrentRunsPerUser: number;
@@ -42,9 +47,21 @@ export interface Config {
   keepAliveMs: number;
   /** How long to wait for a runner to become healthy. */
   runnerStartTimeoutMs: number;
+  /** Deadlines and retry budget of one agent turn. */
+  turn: TurnConfig;
+  /** On SIGTERM, how long running turns may go on before they are stopped. */
+  shutdownGraceMs: number;
+  /** The model the operator configured for opencode (`provider/model`); undefined: opencode's default. */
+  opencodeModel?: string;
   docker: DockerRunnerConfig;
   /** Knowledge-base sync; off unless OPENWEBUI_URL and OPENWEBUI_API_KEY are both set. */
   sync?: SyncConfig;
+}
+
+export interface TurnConfig {
+  idleTimeoutMs: number;
+  maxTurnMs: number;
+  maxRetries: number;
 }
 
 export interface SyncConfig {
@@ -220,6 +237,20 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     if (v && RUNNER_ENV_PATTERN.test(k) && !SIDECAR_ONLY.has(k)) runnerEnv[k] = v;
   }
 
+  // A broken opencode configuration would fail every chat: refuse to start instead.
+  let opencodeModel: string | undefined;
+  for (const variable of ["OPENCODE_CONFIG", "OPENCODE_CONFIG_CONTENT"] as const) {
+    try {
+      const built = buildOpencodeConfig({
+        configFile: runnerEnv.OPENCODE_CONFIG,
+        configContent: variable === "OPENCODE_CONFIG_CONTENT" ? runnerEnv.OPENCODE_CONFIG_CONTENT : undefined,
+      });
+      opencodeModel = typeof built.model === "string" && built.model ? built.model : undefined;
+    } catch (e) {
+      throw new ConfigError(variable, `is not a usable opencode configuration: ${(e as Error).message}`);
+    }
+  }
+
   const workspaceRoot = path.resolve(cwd, env.WORKSPACE_ROOT || "./data/workspaces");
   const stateRoot = path.resolve(cwd, env.STATE_ROOT || "./data/state");
   // The agent can write anything in a workspace: the sidecar's state must not be reachable
@@ -260,11 +291,20 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     gatewayKeys,
     userKeys,
     openwebuiJwtSecret: env.OPENWEBUI_JWT_SECRET || undefined,
+    openwebuiJwtMaxAgeS: int(env, "OPENWEBUI_JWT_MAX_AGE_S", 600, 1, 86_400),
+    maxImagesPerRequest: int(env, "MAX_IMAGES_PER_REQUEST", 16, 0, 1000),
     logLevel: oneOf(env, "LOG_LEVEL", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const, "info"),
     maxConcurrentRunsPerUser: int(env, "MAX_CONCURRENT_RUNS_PER_USER", 4, 1, 1000),
     maxBodyBytes: int(env, "MAX_BODY_BYTES", 20 * 1024 * 1024, 1024, 512 * 1024 * 1024),
     keepAliveMs: int(env, "SSE_KEEPALIVE_MS", 15_000, 100, 600_000),
     runnerStartTimeoutMs: int(env, "RUNNER_START_TIMEOUT_MS", 60_000, 1000, 600_000),
+    turn: {
+      idleTimeoutMs: int(env, "TURN_IDLE_TIMEOUT_MS", 300_000, 100, 24 * 3_600_000),
+      maxTurnMs: int(env, "TURN_MAX_MS", 3_600_000, 100, 7 * 24 * 3_600_000),
+      maxRetries: int(env, "AGENT_MAX_RETRIES", 2, 0, 5),
+    },
+    shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 30_000, 0, 3_600_000),
+    opencodeModel,
     docker: {
       host: env.DOCKER_HOST || undefined,
       image: env.RUNNER_IMAGE || "open-persona-runner:latest",

@@ -3,6 +3,7 @@
  * one `chat.completion` (`stream:false`). Errors before the first byte are real HTTP errors;
  * after it, an in-band `data: {"error":…}` (what Open WebUI shows).
  */
+import { createHash } from "node:crypto";
 import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
@@ -10,15 +11,22 @@ import { derivedChatKey, isTaskPrompt } from "../chat/conversation.js";
 import { ChunkEncoder } from "../chat/openai-chunks.js";
 import { parseChatRequest, type ChatCompletionRequest } from "../chat/request-schema.js";
 import { SseWriter } from "../chat/sse-writer.js";
+import type { TurnRegistry } from "../chat/turn-registry.js";
 import type { TurnOutput, Usage } from "../chat/turn-translator.js";
-import { AgentRunError, BadRequestError, NotFoundError } from "../errors/api-error.js";
+import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import { headerValue as header } from "./headers.js";
 import { MODELS } from "./models.js";
 
 export interface ChatRouteDeps {
   chat: ChatService;
+  turns: TurnRegistry;
   keepAliveMs: number;
+}
+
+/** Chat ids can be anything a client chose (some put e-mails in them): logs get a digest. */
+export function chatLogId(chatKey: string): string {
+  return createHash("sha256").update(chatKey).digest("hex").slice(0, 12);
 }
 
 /**
@@ -44,22 +52,28 @@ export function chatCompletions(deps: ChatRouteDeps) {
 
     const isTask = !!header(req.headers, "x-openwebui-task") || isTaskPrompt(body.messages, !!body.stream);
     const chatKey = chatKeyOf(req, identity, body);
-    const turnLog = log.child({ chatId: chatKey, task: isTask || undefined });
+    const turnLog = log.child({ chat: chatLogId(chatKey), task: isTask || undefined });
     res.locals.log = turnLog;
 
-    const turn = isTask
-      ? await deps.chat.prepareTask(identity, body.messages, turnLog)
-      : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, messages: body.messages, log: turnLog });
-    turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
-
-    // Client gone before the answer is complete → abort the agent run.
-    const abort = new AbortController();
+    // From here the request is a turn: the client leaving (even while a runner cold-starts)
+    // or a shutdown ends it.
+    const tracked = deps.turns.begin();
     res.on("close", () => {
-      if (!res.writableFinished) abort.abort();
+      if (!res.writableFinished) tracked.clientGone();
+      tracked.end();
     });
-
-    if (body.stream) await streamTurn(turn, body, res, abort.signal, deps.keepAliveMs, turnLog, identity.via !== "user-key");
-    else await answerTurn(turn, body, res, abort.signal);
+    const { signal } = tracked;
+    try {
+      const turn = isTask
+        ? await deps.chat.prepareTask(identity, body.messages, turnLog, signal)
+        : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, messages: body.messages, log: turnLog, signal });
+      turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
+      if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, identity.via !== "user-key");
+      else await answerTurn(turn, body, res, signal);
+    } finally {
+      // Over as far as the sidecar goes (the response may still be flushing to the client).
+      tracked.end();
+    }
   };
 }
 
@@ -84,12 +98,15 @@ async function streamTurn(
       }
       if (out.kind === "error") {
         log.warn({ code: out.code, error: out.message }, "agent run failed");
-        sse.error(out.message, out.code);
+        const err = turnError(out);
+        sse.error(err.message, err.code ?? out.code, err.type);
       }
     }
   } catch (e) {
     log.error({ err: (e as Error).message }, "turn failed after streaming began");
-    sse.error((e as Error).message || "The agent run failed", "runner_error");
+    // Only the sidecar's own errors speak to the client; anything else is logged above.
+    const err = e instanceof ApiError ? e : new RunnerError("The agent run failed", "runner_error");
+    sse.error(err.message, err.code ?? "runner_error", err.type);
   }
   sse.end();
   log.info({ chunks, aborted: signal.aborted }, "turn streamed");
@@ -103,7 +120,7 @@ async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: 
     if (out.kind === "text") text += out.text;
     else if (out.kind === "reasoning") reasoning += out.text;
     else if (out.kind === "finish") finish = out;
-    else if (out.kind === "error") throw new AgentRunError(out.message, out.code);
+    else if (out.kind === "error") throw turnError(out);
   }
   if (signal.aborted || !finish) return;
   const usage: Usage = finish.usage;

@@ -25,7 +25,8 @@ export function requestContext(log: Logger) {
 
 export function authenticate(auth: Authenticator) {
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
-    const caller = await auth.authenticate(req.headers);
+    // headersDistinct keeps every occurrence: a repeated identity header is refused, not joined.
+    const caller = await auth.authenticate(req.headersDistinct);
     res.locals.identity = caller.identity;
     res.locals.missingIdentity = caller.missing;
     // Only the hash is ever logged: user ids are often e-mail addresses.
@@ -38,14 +39,31 @@ export function notFound(req: Request): never {
   throw new NotFoundError(`Unknown route ${req.method} ${req.path}`, "unknown_route");
 }
 
+/**
+ * Renders any error in OpenAI's shape. The client gets only the ApiError's own message; what
+ * lies behind it (a raw exception with its stack, a runner's answer: `cause`) goes to the log.
+ */
 export function errorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
   const apiError = toApiError(err);
   const log = (res.locals.log as Logger | undefined) ?? undefined;
-  if (apiError.status >= 500) log?.error({ err: err instanceof Error ? err.message : String(err), code: apiError.code }, "request failed");
-  else log?.info({ status: apiError.status, code: apiError.code }, "request rejected");
+  const cause = (err as { cause?: unknown } | undefined)?.cause;
+  if (apiError.status >= 500) {
+    const behind = err === apiError ? {} : { err }; // pino logs an Error with its stack
+    log?.error({ code: apiError.code, message: apiError.message, ...behind, ...(cause === undefined ? {} : { cause: loggable(cause) }) }, "request failed");
+  } else {
+    // Only the kind of a rejected body (body-parser's errors carry the body itself).
+    const kind = err === apiError ? undefined : (err as { type?: unknown } | undefined)?.type;
+    log?.info({ status: apiError.status, code: apiError.code, ...(typeof kind === "string" ? { kind } : {}) }, "request rejected");
+  }
   if (res.headersSent) {
     res.end();
     return;
   }
+  if (apiError.retryAfterS !== undefined) res.setHeader("retry-after", String(apiError.retryAfterS));
   res.status(apiError.status).json(apiError.render());
+}
+
+/** pino serializes an Error only under `err`: spell out one found elsewhere. */
+function loggable(v: unknown): unknown {
+  return v instanceof Error ? { type: v.name, message: v.message, stack: v.stack } : v;
 }

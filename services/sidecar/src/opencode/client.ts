@@ -121,6 +121,18 @@ export class OpencodeClient {
     return (await this.request("GET", "/session/status", directory)) as Record<string, { type: string }>;
   }
 
+  /** The providers opencode knows, with the URL each is called at (config `baseURL`, else its catalogue's). */
+  async providers(timeoutMs = 3000): Promise<Array<{ id: string; name?: string; url?: string }>> {
+    const res = (await this.request("GET", "/config/providers", undefined, undefined, AbortSignal.timeout(timeoutMs))) as {
+      providers?: Array<{ id: string; name?: string; options?: { baseURL?: unknown }; models?: Record<string, { api?: { url?: unknown } }> }>;
+    };
+    return (res?.providers ?? []).map((p) => {
+      const catalogue = Object.values(p.models ?? {}).find((m) => typeof m.api?.url === "string" && m.api.url)?.api?.url;
+      const url = typeof p.options?.baseURL === "string" && p.options.baseURL ? p.options.baseURL : catalogue;
+      return { id: p.id, name: p.name, url: typeof url === "string" ? url : undefined };
+    });
+  }
+
   async agents(): Promise<Array<{ name: string; mode?: string; permission?: PermissionRule[] }>> {
     return (await this.request("GET", "/agent")) as Array<{ name: string; mode?: string; permission?: PermissionRule[] }>;
   }
@@ -144,18 +156,37 @@ export class OpencodeClient {
         signal: signal ?? AbortSignal.timeout(30_000),
       });
     } catch (e) {
-      throw new RunnerUnavailableError(`The agent runner is unreachable (${(e as Error).name})`, "runner_unreachable");
+      // The exception stays in the log (`cause`); the client learns only what happened.
+      const what = (e as Error).name === "TimeoutError" ? "did not answer in time" : "is unreachable";
+      throw withCause(new RunnerUnavailableError(`The agent runner ${what}`, "runner_unreachable"), {
+        method,
+        path,
+        error: `${(e as Error).name}: ${(e as Error).message}`,
+        reason: ((e as Error).cause as Error | undefined)?.message,
+      });
     }
     const type = res.headers.get("content-type") ?? "";
     const text = await res.text();
     if (res.status === 404 && sessionId && text.includes("NotFoundError")) throw new SessionNotFoundError(sessionId);
-    if (res.status === 401) throw new RunnerError("The agent runner rejected the sidecar's credentials", "runner_auth");
-    if (!res.ok) {
-      throw new RunnerError(`The agent runner answered ${res.status} to ${method} ${path}`, "runner_bad_status");
-    }
+    // The route and the runner's answer (it may hold a stack trace) are for the log only.
+    const detail = { method, path, status: res.status, body: text.slice(0, 300) };
+    if (res.status === 401) throw withCause(new RunnerError("The agent runner rejected the sidecar's credentials", "runner_auth"), detail);
+    if (!res.ok) throw withCause(new RunnerError(`The agent runner answered HTTP ${res.status}`, "runner_bad_status"), detail);
     if (res.status === 204 || text === "") return undefined;
     // Unknown paths answer 200 with the web UI's HTML: treat that as a protocol mismatch.
-    if (!type.includes("json")) throw new RunnerError(`The agent runner answered ${method} ${path} with ${type || "no content type"}`, "runner_bad_response");
-    return JSON.parse(text);
+    if (!type.includes("json")) {
+      throw withCause(new RunnerError(`The agent runner answered with ${type || "no content type"} instead of JSON`, "runner_bad_response"), detail);
+    }
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw withCause(new RunnerError("The agent runner answered with malformed JSON", "runner_bad_response"), e);
+    }
   }
+}
+
+/** Attaches what lies behind an error, for the log (the error handler logs `cause`). */
+function withCause<E extends Error>(err: E, cause: unknown): E {
+  err.cause = cause;
+  return err;
 }

@@ -42,12 +42,15 @@ export interface MessageInfo {
   error?: ErrorInfo;
   tokens?: TokenUsage;
   time?: { created: number; completed?: number };
+  /** Assistant messages: the model that answered. */
+  providerID?: string;
+  modelID?: string;
 }
 
 export type OpencodeEvent =
   | { type: "server.connected" }
   | { type: "server.heartbeat" }
-  | { type: "session.status"; sessionID: string; status: { type: "busy" | "idle" | "retry"; attempt?: number; message?: string } }
+  | { type: "session.status"; sessionID: string; status: { type: "busy" | "idle" | "retry"; attempt?: number; message?: string; next?: number } }
   | { type: "session.idle"; sessionID: string }
   | { type: "session.error"; sessionID?: string; error?: ErrorInfo }
   | { type: "message.updated"; sessionID: string; info: MessageInfo }

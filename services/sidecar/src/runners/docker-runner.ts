@@ -17,12 +17,22 @@
  * Creating a user's runner is serialized per user; a container that exists (running or not)
  * is adopted, never duplicated; one that died is started again on the next request. Idle
  * runners are stopped (not removed) after RUNNER_IDLE_TIMEOUT; data is never deleted.
+ *
+ * Each container carries `open-persona.spec-hash`, a hash of the options it was created with
+ * (image, limits, runner environment with provider keys and opencode config, password). A
+ * container whose hash differs from this sidecar's, whose image tag now names another image,
+ * or whose server rejects the password (RUNNER_SECRET or STATE_ROOT changed) is recreated —
+ * same name, same data volume, same workspace bind — as soon as no turn runs in it: when it
+ * is adopted at start(), or at the user's next request. Until then a busy one keeps serving.
+ *
+ * A connection whose event stream is reconnecting is kept while its container runs: closing
+ * it would end every turn of the user that is still streaming (a final `stream.lost`).
  */
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type Docker from "dockerode";
-import { RunnerUnavailableError } from "../errors/api-error.js";
+import { ApiError, RunnerUnavailableError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
@@ -34,8 +44,31 @@ import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 export const LABEL_USER = "open-persona.user";
 export const LABEL_MANAGED = "open-persona.managed";
+/** Hash of the options a container was created with: a different one means "recreate". */
+export const LABEL_SPEC = "open-persona.spec-hash";
 const OPENCODE_PORT = 4096;
 const CONTAINER_WORKSPACE = "/workspace";
+/**
+ * How long a request waits for a running runner's event stream to come back before the
+ * connection is replaced. The same bound as a turn's own wait (chat/agent-run.ts): by then the
+ * turns on that stream have given up anyway.
+ */
+const REOPEN_WAIT_MS = 10_000;
+const PASSWORD_CHANGED = "its server rejects the password (RUNNER_SECRET or STATE_ROOT changed)";
+
+/** The runner answered 401 to the password derived for it: it was created with another secret. */
+class PasswordRejectedError extends RunnerUnavailableError {
+  constructor() {
+    super("The agent runner rejected the sidecar's credentials", "runner_auth");
+  }
+}
+
+/** The container is not attached to RUNNER_NETWORK (it was created with another one). */
+class NotOnNetworkError extends RunnerUnavailableError {
+  constructor(network: string) {
+    super(`Runner container is not on network ${network}`, "runner_network");
+  }
+}
 
 export interface DockerRunnerOptions {
   docker: Docker;
@@ -60,6 +93,8 @@ interface Live {
   containerId: string;
   endpoint: RunnerEndpoint;
   lastUsed: number;
+  /** Why the container no longer matches the spec: it is recreated once no turn runs in it. */
+  stale?: string;
 }
 
 /** Turns in flight per user hash; kept apart from `live` so a reconnect does not reset it. */
@@ -72,6 +107,7 @@ export class DockerRunner implements Runner {
   private readonly locks = new KeyedMutex();
   private reaper?: NodeJS.Timeout;
   private networkReady?: Promise<void>;
+  private stopped = false;
 
   constructor(private readonly opts: DockerRunnerOptions) {}
 
@@ -91,10 +127,21 @@ export class DockerRunner implements Runner {
     try {
       await this.ensureNetwork();
       const running = await this.opts.docker.listContainers({ filters: { label: [`${LABEL_MANAGED}=true`], status: ["running"] } });
+      const image = await this.currentImageId();
+      const stale: Array<{ hash: string; id: string; reason: string }> = [];
       for (const c of running) {
         const hash = c.Labels[LABEL_USER];
-        if (hash) void this.adopt(hash, c.Id);
+        // Another network is another deployment (or an old one of ours): never touched from
+        // here. A user's own request recreates an old one of ours (connectOrRecreate).
+        if (!hash || !c.NetworkSettings?.Networks?.[this.opts.network]) continue;
+        const reason = this.staleness(hash, c.Labels, c.ImageID, image);
+        if (reason) stale.push({ hash, id: c.Id, reason });
+        else void this.adopt(hash, c.Id);
       }
+      // One at a time: a sidecar booting with a new spec must not restart every runner at once.
+      void (async () => {
+        for (const c of stale) if (!this.stopped) await this.adopt(c.hash, c.id, c.reason);
+      })();
     } catch (e) {
       // The engine may come up later: ensure() retries and answers 503 meanwhile.
       this.opts.log.error({ err: (e as Error).message }, "docker runner could not start");
@@ -106,12 +153,15 @@ export class DockerRunner implements Runner {
     }
   }
 
-  private async adopt(hash: string, containerId: string): Promise<void> {
+  /** Connects to a running container; one with a stale spec is recreated if no turn runs in it. */
+  private async adopt(hash: string, containerId: string, stale?: string): Promise<void> {
     const unlock = await this.locks.acquire(hash);
     try {
-      if (this.live.has(hash)) return;
-      await this.connect(hash, containerId);
-      this.opts.log.info({ user: hash, container: containerId.slice(0, 12) }, "adopted running runner");
+      if (this.live.has(hash) || this.stopped) return;
+      const live = await this.connectOrRecreate(hash, containerId, stale);
+      if (live.containerId === containerId) this.opts.log.info({ user: hash, container: containerId.slice(0, 12) }, "adopted running runner");
+      // No request of the user is in flight here: only opencode itself can say it is busy.
+      await this.refreshIfIdle(hash, live, 0);
     } catch (e) {
       this.opts.log.warn({ user: hash, err: (e as Error).message }, "could not adopt runner; it will be restarted on demand");
     } finally {
@@ -119,20 +169,26 @@ export class DockerRunner implements Runner {
     }
   }
 
+  /**
+   * The user's endpoint: the cached connection while it serves (waiting out a reconnecting
+   * event stream), else the container found again, started, created or recreated. Expects the
+   * caller to hold its own use() mark (ChatService takes it first): a stale container is
+   * recreated here only when no use beyond that one, and no busy session, is left.
+   */
   async ensure(space: UserSpace): Promise<RunnerEndpoint> {
     const hash = space.hash;
     const unlock = await this.locks.acquire(hash);
     try {
       const cached = this.live.get(hash);
-      if (cached?.endpoint.events.isOpen) {
+      if (cached && (await this.stillConnected(hash, cached))) {
         cached.lastUsed = Date.now();
-        return cached.endpoint;
+        // The caller's own use() is counted already: any further one is another running turn.
+        return (await this.refreshIfIdle(hash, cached, 1, space.workspaceDir)).endpoint;
       }
       // Lost or never seen: find the container again (it may have died or been removed).
       this.forget(hash);
       await this.ensureNetwork();
-      const id = await this.startContainer(space);
-      return (await this.connect(hash, id)).endpoint;
+      return (await this.refreshIfIdle(hash, await this.startAndConnect(space), 1, space.workspaceDir)).endpoint;
     } finally {
       unlock();
     }
@@ -164,6 +220,7 @@ export class DockerRunner implements Runner {
 
   /** Closes connections; runner containers keep running and are adopted by the next sidecar. */
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.reaper);
     for (const hash of [...this.live.keys()]) this.forget(hash);
   }
@@ -200,6 +257,49 @@ export class DockerRunner implements Runner {
     }
   }
 
+  /**
+   * Whether a cached connection can still serve. Its event stream may be reconnecting (a
+   * heartbeat missed, a network blip): dropping the connection then would close the stream
+   * for good and end the user's running turns, so while the container runs, wait (bounded)
+   * for the stream to come back. Only a container that is gone or stopped, or a stream that
+   * stays down, means the connection is lost.
+   */
+  private async stillConnected(hash: string, live: Live): Promise<boolean> {
+    if (live.endpoint.events.isOpen) return true;
+    const running = await this.opts.docker
+      .getContainer(live.containerId)
+      .inspect()
+      .then((info) => info.State.Running)
+      // 404: removed. Any other engine error: the stream is then the better witness.
+      .catch((e: { statusCode?: number }) => e.statusCode !== 404);
+    if (!running) {
+      this.opts.log.info({ user: hash, container: live.containerId.slice(0, 12) }, "runner container is gone or stopped");
+      return false;
+    }
+    if (await live.endpoint.events.waitOpen(REOPEN_WAIT_MS)) return true;
+    this.opts.log.warn({ user: hash, waitedMs: REOPEN_WAIT_MS }, "runner event stream did not come back; reconnecting");
+    return false;
+  }
+
+  /** Recreates a container with a stale spec when no turn runs in it; else keeps it for now. */
+  private async refreshIfIdle(hash: string, live: Live, ownUses: number, workspaceDir?: string): Promise<Live> {
+    if (!live.stale) return live;
+    if (!(await this.currentImageId())) {
+      // A container that works beats none: RUNNER_IMAGE names no image (yet).
+      this.opts.log.error({ user: hash, reason: live.stale, image: this.opts.image }, "runner container is out of date, but its image is missing: kept");
+      return live;
+    }
+    if (await this.idle(hash, live, ownUses)) return this.recreate(hash, live.containerId, live.stale, workspaceDir);
+    this.opts.log.debug({ user: hash, reason: live.stale }, "runner container is out of date but busy: recreated later");
+    return live;
+  }
+
+  /** No turn runs in the runner: none of this sidecar's beyond `ownUses`, no busy opencode session. */
+  private async idle(hash: string, live: Live, ownUses: number): Promise<boolean> {
+    if ((this.inUse.get(hash) ?? 0) > ownUses) return false;
+    return !(await this.busy(live.endpoint));
+  }
+
   private forget(hash: string): void {
     const live = this.live.get(hash);
     if (!live) return;
@@ -210,12 +310,22 @@ export class DockerRunner implements Runner {
   private async connect(hash: string, containerId: string): Promise<Live> {
     const info = await this.opts.docker.getContainer(containerId).inspect();
     const ip = info.NetworkSettings.Networks[this.opts.network]?.IPAddress;
-    if (!ip) throw new RunnerUnavailableError(`Runner container is not on network ${this.opts.network}`, "runner_network");
-    const client = new OpencodeClient(`http://${ip}:${OPENCODE_PORT}`, { username: "opencode", password: this.password(hash) });
-    await waitHealthy(client, this.opts.startTimeoutMs, () => false).catch(async (e: Error) => {
+    if (!ip) throw new NotOnNetworkError(this.opts.network);
+    const url = `http://${ip}:${OPENCODE_PORT}`;
+    const auth = { username: "opencode", password: this.password(hash) };
+    const client = new OpencodeClient(url, auth);
+    // A 401 will not go away by waiting: the container was made with another password.
+    let rejected = false;
+    const probe = new OpencodeClient(url, auth, async (input, init) => {
+      const res = await fetch(input, init);
+      if (res.status === 401) rejected = true;
+      return res;
+    });
+    await waitHealthy(probe, this.opts.startTimeoutMs, () => rejected || this.stopped).catch(async (e: Error) => {
+      if (rejected) throw new PasswordRejectedError();
       const logs = await this.tail(containerId);
       this.opts.log.error({ user: hash, logs }, "runner did not become healthy");
-      throw new RunnerUnavailableError(`Your agent runner did not become ready: ${e.message}`, "runner_timeout");
+      throw new RunnerUnavailableError(`Your agent runner did not become ready: ${e instanceof ApiError ? e.message : "it did not answer"}`, "runner_timeout");
     });
     const events = new EventHub(client, this.opts.log.child({ runner: "docker", user: hash }));
     events.start();
@@ -228,41 +338,151 @@ export class DockerRunner implements Runner {
     return live;
   }
 
-  /** Starts the user's container, creating it when it does not exist. Returns its id. */
-  private async startContainer(space: UserSpace): Promise<string> {
+  /**
+   * Starts the user's container, creating it when it does not exist, and connects to it. A
+   * stopped container with a stale spec is replaced before it starts; a running one is
+   * returned marked `stale` (the caller recreates it if no turn runs in it).
+   */
+  private async startAndConnect(space: UserSpace): Promise<Live> {
     const hash = space.hash;
     const { docker, log } = this.opts;
-    const name = DockerRunner.containerName(hash);
-    let container = docker.getContainer(name);
-    let info = await container.inspect().catch((e: { statusCode?: number; message?: string }) => {
-      if (e.statusCode === 404) return undefined;
-      throw engineError(e);
-    });
-    if (!info) {
-      await this.prepareWorkspace(space.workspaceDir);
-      container = await docker.createContainer(this.spec(hash)).catch((e: { statusCode?: number; message?: string }) => {
-        if (e.statusCode === 409) return docker.getContainer(name); // created concurrently by another sidecar
-        if (e.statusCode === 404) {
-          throw new RunnerUnavailableError(
-            `Runner image ${this.opts.image} not found: build it with \`npm run build:runner-image\``,
-            "runner_image_missing",
-          );
-        }
+    let info = await docker
+      .getContainer(DockerRunner.containerName(hash))
+      .inspect()
+      .catch((e: { statusCode?: number; message?: string }) => {
+        if (e.statusCode === 404) return undefined;
         throw engineError(e);
       });
-      info = await container.inspect();
-      log.info({ user: hash, container: info.Id.slice(0, 12) }, "runner container created");
+    const image = await this.currentImageId();
+    const stale = info && this.staleness(hash, info.Config.Labels ?? {}, info.Image, image);
+    // Stopped, it runs no turn: replace it before it starts (unless there is nothing to replace it with).
+    if (info && stale && image && !info.State.Running) {
+      await this.remove(hash, info.Id);
+      log.info({ user: hash, container: info.Id.slice(0, 12), reason: stale }, "replacing stopped runner container");
+      info = undefined;
     }
-    if (!info.State.Running) {
-      await container.start().catch((e: { statusCode?: number; message?: string }) => {
+    const created = !info;
+    info ??= await this.create(hash, space.workspaceDir);
+    if (!info.State.Running) await this.startIt(hash, info.Id);
+    // A container made here has this sidecar's password: a 401 from it is an error, not a stale spec.
+    if (created) return this.connect(hash, info.Id);
+    return this.connectOrRecreate(hash, info.Id, stale, space.workspaceDir);
+  }
+
+  /**
+   * Connects to an existing running container. One this sidecar cannot reach (another network)
+   * or authenticate to (another password) runs nothing of ours: it is recreated at once.
+   */
+  private async connectOrRecreate(hash: string, containerId: string, stale: string | undefined, workspaceDir?: string): Promise<Live> {
+    try {
+      const live = await this.connect(hash, containerId);
+      live.stale = stale;
+      return live;
+    } catch (e) {
+      if (e instanceof PasswordRejectedError) return this.recreate(hash, containerId, PASSWORD_CHANGED, workspaceDir);
+      if (e instanceof NotOnNetworkError) return this.recreate(hash, containerId, `it is not on network ${this.opts.network}`, workspaceDir);
+      throw e;
+    }
+  }
+
+  /**
+   * Replaces a user's container with one made from the current spec. Its data volume and
+   * workspace are kept (both live outside the container). The caller holds the user's lock
+   * and has made sure that no turn runs in it.
+   */
+  private async recreate(hash: string, containerId: string, reason: string, workspaceDir?: string): Promise<Live> {
+    const started = Date.now();
+    this.forget(hash);
+    await this.remove(hash, containerId);
+    const info = await this.create(hash, workspaceDir);
+    await this.startIt(hash, info.Id);
+    const live = await this.connect(hash, info.Id);
+    this.opts.log.info(
+      { user: hash, reason, from: containerId.slice(0, 12), to: info.Id.slice(0, 12), ms: Date.now() - started },
+      "runner container recreated",
+    );
+    return live;
+  }
+
+  /** Stops (opencode gets SIGTERM and closes its database) and removes a container; never volumes. */
+  private async remove(hash: string, containerId: string): Promise<void> {
+    const c = this.opts.docker.getContainer(containerId);
+    await c.stop({ t: 10 }).catch((e: { statusCode?: number; message?: string }) => {
+      if (e.statusCode !== 304 && e.statusCode !== 404) throw engineError(e);
+    });
+    await c.remove({ v: false }).catch((e: { statusCode?: number; message?: string }) => {
+      if (e.statusCode !== 404) throw engineError(e);
+    });
+    this.opts.log.debug({ user: hash, container: containerId.slice(0, 12) }, "runner container removed");
+  }
+
+  /** Creates the user's container from the current spec (the workspace is prepared when known). */
+  private async create(hash: string, workspaceDir?: string): Promise<Docker.ContainerInspectInfo> {
+    const { docker, log } = this.opts;
+    if (workspaceDir) await this.prepareWorkspace(workspaceDir);
+    const container = await docker.createContainer(this.spec(hash)).catch((e: { statusCode?: number; message?: string }) => {
+      if (e.statusCode === 409) return docker.getContainer(DockerRunner.containerName(hash)); // created concurrently by another sidecar
+      if (e.statusCode === 404) {
+        throw new RunnerUnavailableError(
+          `Runner image ${this.opts.image} not found: build it with \`npm run build:runner-image\``,
+          "runner_image_missing",
+        );
+      }
+      throw engineError(e);
+    });
+    const info = await container.inspect().catch((e) => {
+      throw engineError(e);
+    });
+    log.info({ user: hash, container: info.Id.slice(0, 12) }, "runner container created");
+    return info;
+  }
+
+  private async startIt(hash: string, containerId: string): Promise<void> {
+    await this.opts.docker
+      .getContainer(containerId)
+      .start()
+      .catch((e: { statusCode?: number; message?: string }) => {
         if (e.statusCode !== 304) throw engineError(e); // 304: already started
       });
-      log.info({ user: hash, container: info.Id.slice(0, 12) }, "runner container started");
-    }
-    return info.Id;
+    this.opts.log.info({ user: hash, container: containerId.slice(0, 12) }, "runner container started");
+  }
+
+  /**
+   * Why a container no longer matches this sidecar's spec, or undefined when it does. `imageId`
+   * is what the image tag names now (undefined when unknown: the image is then not compared).
+   */
+  private staleness(hash: string, labels: Record<string, string>, containerImage: string, imageId: string | undefined): string | undefined {
+    const label = labels[LABEL_SPEC];
+    if (!label) return "it has no spec label (made by an older sidecar)";
+    if (label !== this.specHash(hash)) return "its spec changed (image, limits, runner environment or password)";
+    if (imageId && containerImage !== imageId) return `${this.opts.image} names another image now`;
+    return undefined;
+  }
+
+  /** The id of the image RUNNER_IMAGE names now (a rebuilt or re-pulled tag changes it). */
+  private async currentImageId(): Promise<string | undefined> {
+    return this.opts.docker
+      .getImage(this.opts.image)
+      .inspect()
+      .then((i) => i.Id)
+      .catch(() => undefined);
+  }
+
+  /** Hash of the create options, without the label that carries it. Env order does not count. */
+  private specHash(hash: string): string {
+    const { Labels, Env, ...rest } = this.createOptions(hash);
+    return createHash("sha256")
+      .update(stableJson({ ...rest, Labels, Env: [...(Env ?? [])].sort() }))
+      .digest("hex")
+      .slice(0, 32);
   }
 
   private spec(hash: string): Docker.ContainerCreateOptions {
+    const options = this.createOptions(hash);
+    return { ...options, Labels: { ...options.Labels, [LABEL_SPEC]: this.specHash(hash) } };
+  }
+
+  private createOptions(hash: string): Docker.ContainerCreateOptions {
     const o = this.opts;
     const env = {
       ...runnerProcessEnv(o.runnerEnv),
@@ -342,6 +562,18 @@ export class DockerRunner implements Runner {
   }
 }
 
+/** JSON with object keys sorted, so that equal options always hash alike. */
+function stableJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+/** The engine's own text (socket paths, image names) goes to the log as `cause`, not to the client. */
 function engineError(e: { message?: string }): RunnerUnavailableError {
-  return new RunnerUnavailableError(`The Docker engine failed: ${e.message ?? "unknown error"}`, "docker_engine");
+  const err = new RunnerUnavailableError("The Docker engine failed to run your agent runner; try again shortly", "docker_engine");
+  err.cause = { message: e.message ?? "unknown error" };
+  return err;
 }

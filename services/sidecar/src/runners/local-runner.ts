@@ -1,18 +1,34 @@
 /**
- * `RUNNER_MODE=local`: one `opencode serve` process, spawned from the bundled binary and
- * supervised by the sidecar. All users share it; each user's sessions run in that user's
- * workspace directory.
+ * `RUNNER_MODE=local`: one `opencode serve` process per user, spawned from the bundled binary
+ * and supervised by the sidecar. One process for everyone used about one core at most (issue
+ * 8); a process per user lets the number of processes, and the cores used, follow the load.
  *
- * What this isolates: sessions and workspaces are separate per user, and the server is bound
- * to loopback behind a per-boot random password. What it does not: the agent's bash tool
- * runs as the sidecar's Unix user and can read any path that user can, other users'
- * workspaces included. Use `RUNNER_MODE=docker` when users must not trust each other.
+ * Per user `h` (the user hash), a process:
+ * - is started on the user's first request; concurrent first requests share one start
+ *   (serialized per user, as in DockerRunner), and no process runs before anyone asks;
+ * - listens on its own loopback port behind its own random password (new at every start);
+ * - keeps its data (sessions: opencode's SQLite database) under the user's state dir,
+ *   `<STATE_ROOT>/users/<h>/opencode/{data,config,state,cache,home}`, so chats survive a
+ *   stop, a crash and a sidecar restart;
+ * - is stopped after `idleTimeoutMs` (RUNNER_IDLE_TIMEOUT) without a turn, and only when no
+ *   turn is in flight (`use()`); with `maxRssBytes` set it is also stopped ("recycled") once
+ *   it has grown past that size between turns (opencode does not give memory back). Either
+ *   way the next request starts a fresh one on the same data;
+ * - that dies (a crash, a kill) is replaced on the user's next request; turns running on it
+ *   end with the event hub's final `stream.lost`;
+ * - never outlives the sidecar, not even a SIGKILL of it: it is tied to the sidecar through
+ *   a stdin pipe (bin/tie-to-parent.sh).
  *
- * Supervision: a crashed process is restarted (with backoff when it keeps crashing); the
- * process is tied to the sidecar through a stdin pipe (bin/tie-to-parent.sh) so that it
- * never outlives it, not even a SIGKILL of the sidecar. opencode does not give memory back
- * after serving many directories, so with `maxRssBytes` set it is recycled (restarted) once
- * it has grown past that size and no turn is running; sessions live in its database.
+ * What this isolates: each user's sessions, opencode data and server (another user's process
+ * has a different port and password), and each user's load (a busy user has their own
+ * process). What it does not: there is still no sandbox. The agent's bash tool runs as the
+ * sidecar's Unix user and can read any path that user can — other users' workspaces and
+ * state, the sidecar's files and /proc included. Issue 9 puts each process in a bubblewrap
+ * sandbox; until then use `RUNNER_MODE=docker` when users must not trust each other.
+ *
+ * Up to issue 8 all users shared one process with its data in `STATE_ROOT/opencode`. Sessions
+ * there are not found by the per-user processes: the chat code recreates a lost session,
+ * seeded with the conversation the client resends (chat/chat-service.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -24,6 +40,7 @@ import { RunnerUnavailableError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
+import { KeyedMutex } from "../sessions/keyed-mutex.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { runnerProcessEnv } from "./opencode-config.js";
 import { freePort } from "./free-port.js";
@@ -31,172 +48,282 @@ import { waitHealthy } from "./readiness.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
+const XDG_DIRS = ["data", "config", "state", "cache", "home"] as const;
 
 export interface LocalRunnerOptions {
   binary: string;
-  /** opencode's XDG data/config/state/cache dirs live under here (sessions survive restarts). */
-  dataDir: string;
   runnerEnv: Record<string, string>;
   startTimeoutMs: number;
   log: Logger;
-  /** Restart opencode when idle and its resident memory is above this. */
+  /** Stop a user's process after this long without a turn (data kept); 0 = never. */
+  idleTimeoutMs: number;
+  /** Stop a user's process between turns once its resident memory is above this. */
   maxRssBytes?: number;
   /** How often to check for that. */
   recycleCheckMs?: number;
+  /** The single shared data dir of earlier releases: only mentioned in the log when found. */
+  legacyDataDir?: string;
 }
 
+/** One user's opencode process. */
 interface Instance {
-  /** Turns begun on this process: a fresh one is never recycled (that would only loop). */
-  turns: number;
-  proc: ChildProcess;
-  pid: number;
+  readonly hash: string;
+  /** bin/tie-to-parent.sh; opencode is its child. */
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly startedAt: number;
   ready: Promise<RunnerEndpoint>;
   endpoint?: RunnerEndpoint;
-  startedAt: number;
+  /** Requests served (for the log). */
+  turns: number;
+  lastUsed: number;
+  exited: boolean;
+  /** Being stopped on purpose (idle, recycle, shutdown): its exit is not an error. */
+  retiring: boolean;
 }
 
 export class LocalRunner implements Runner {
   readonly mode = "local";
-  private current?: Instance;
+  private readonly live = new Map<string, Instance>();
+  /** Turns in flight per user hash; kept apart from `live` so a replaced process does not reset it. */
+  private readonly inUse = new Map<string, number>();
+  private readonly locks = new KeyedMutex();
   private stopping = false;
-  private crashes = 0;
-  private restartTimer?: NodeJS.Timeout;
+  private reaper?: NodeJS.Timeout;
   private recycleTimer?: NodeJS.Timeout;
-  private inUse = 0;
+  /** Why the runner cannot serve (no binary, or the latest start failed); cleared by a good start. */
+  private problem?: string;
 
   constructor(private readonly opts: LocalRunnerOptions) {}
 
+  /** Spawns nothing: processes start on demand. */
   async start(): Promise<void> {
-    this.spawnInstance();
-    if (this.opts.maxRssBytes) {
-      this.recycleTimer = setInterval(() => void this.recycleIfBloated(), this.opts.recycleCheckMs ?? 30_000);
+    this.checkBinary();
+    const { idleTimeoutMs, maxRssBytes, legacyDataDir } = this.opts;
+    if (idleTimeoutMs > 0) {
+      const every = Math.max(1000, Math.min(30_000, Math.floor(idleTimeoutMs / 4)));
+      this.reaper = setInterval(() => void this.stopIdle().catch((e) => this.opts.log.error({ err: (e as Error).message }, "idle check failed")), every);
+      this.reaper.unref();
+    }
+    if (maxRssBytes) {
+      this.recycleTimer = setInterval(
+        () => void this.recycleIfBloated().catch((e) => this.opts.log.error({ err: (e as Error).message }, "memory check failed")),
+        this.opts.recycleCheckMs ?? 30_000,
+      );
       this.recycleTimer.unref();
+    }
+    if (legacyDataDir && fs.existsSync(legacyDataDir)) {
+      this.opts.log.info(
+        { dir: legacyDataDir },
+        "the shared opencode data dir of earlier releases is no longer used (each user has their own); existing chats continue in new sessions, and it can be removed",
+      );
     }
   }
 
   async ensure(space: UserSpace): Promise<RunnerEndpoint> {
-    if (this.stopping) throw new RunnerUnavailableError("The sidecar is shutting down", "shutting_down");
-    if (!this.current) {
-      clearTimeout(this.restartTimer);
-      this.spawnInstance();
+    this.assertRunning();
+    const hot = this.live.get(space.hash);
+    if (hot?.endpoint && !hot.exited && !hot.retiring) return this.touch(hot, hot.endpoint);
+    const unlock = await this.locks.acquire(space.hash);
+    try {
+      this.assertRunning();
+      let inst = this.live.get(space.hash);
+      // Gone while we waited for the lock (exited, or stopped by the reaper): start another.
+      if (!inst || inst.exited || inst.retiring) inst = await this.spawnInstance(space);
+      try {
+        return this.touch(inst, await inst.ready);
+      } catch (e) {
+        if (!this.stopping) this.problem = `opencode did not start: ${(e as Error).message}`;
+        await this.retire(inst);
+        throw e;
+      }
+    } finally {
+      unlock();
     }
-    const endpoint = await this.current!.ready;
-    return { ...endpoint, directory: space.workspaceDir };
   }
 
-  /** Counts turns in flight: opencode is only recycled between turns. */
-  use(): () => void {
-    this.inUse++;
-    if (this.current) this.current.turns++;
+  /** Counts the user's turns in flight: their process is only stopped between turns. */
+  use(space: UserSpace): () => void {
+    const hash = space.hash;
+    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
     let done = false;
     return () => {
-      if (!done) this.inUse--;
+      if (done) return;
       done = true;
+      const left = (this.inUse.get(hash) ?? 1) - 1;
+      if (left > 0) this.inUse.set(hash, left);
+      else this.inUse.delete(hash);
+      const inst = this.live.get(hash);
+      if (inst) inst.lastUsed = Date.now();
     };
   }
 
-  /** Restarts an idle opencode that has grown past `maxRssBytes`. Returns whether it did. */
-  async recycleIfBloated(): Promise<boolean> {
-    const inst = this.current;
-    if (!inst?.endpoint || inst.turns === 0 || this.inUse > 0 || this.stopping || !this.opts.maxRssBytes) return false;
-    const rss = treeRssBytes(inst.pid);
-    if (rss <= this.opts.maxRssBytes) return false;
-    // Only this sidecar can drive its opencode (random password), so `inUse` sees every turn.
-    this.opts.log.info({ pid: inst.pid, rssMiB: Math.round(rss / 2 ** 20), maxMiB: Math.round(this.opts.maxRssBytes / 2 ** 20) }, "recycling the local opencode runner");
-    this.current = undefined;
-    inst.endpoint.events.close();
-    await terminate(inst.proc);
-    if (!this.stopping && !this.current) this.spawnInstance();
-    return true;
-  }
-
+  /** Cheap: no process is asked. Ready while the binary is there and user processes start. */
   async health(): Promise<RunnerHealth> {
-    const ep = this.current?.endpoint;
-    if (!ep) return { ready: false, detail: this.current ? "starting" : "not running" };
-    try {
-      const h = await ep.client.health(1500);
-      return { ready: h.healthy && ep.events.isOpen, detail: `opencode ${h.version ?? "?"} pid ${this.current!.pid}` };
-    } catch {
-      return { ready: false, detail: "opencode not answering" };
-    }
-  }
-
-  /** The running opencode process id (for diagnostics and tests). */
-  get pid(): number | undefined {
-    return this.current?.pid;
+    if (this.stopping) return { ready: false, detail: "shutting down" };
+    if (this.problem) return { ready: false, detail: this.problem };
+    let running = 0;
+    for (const inst of this.live.values()) if (inst.endpoint && !inst.exited) running++;
+    return { ready: true, detail: `${running} user opencode process(es) running, ${this.live.size - running} starting` };
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.restartTimer);
+    clearInterval(this.reaper);
     clearInterval(this.recycleTimer);
-    const inst = this.current;
-    this.current = undefined;
-    if (!inst) return;
-    inst.endpoint?.events.close();
-    await terminate(inst.proc);
+    await Promise.all([...this.live.values()].map((inst) => this.retire(inst)));
   }
 
-  private spawnInstance(): void {
-    const { dataDir, binary, log } = this.opts;
-    for (const d of ["data", "config", "state", "cache"]) fs.mkdirSync(path.join(dataDir, d), { recursive: true });
-    const password = randomBytes(24).toString("base64url");
-    const portReady = freePort();
-    const inst = { startedAt: Date.now(), turns: 0 } as Instance;
+  /**
+   * Stops the processes of users idle for longer than the timeout. Only this sidecar knows a
+   * process's password, so `use()` sees every turn that runs on it.
+   */
+  async stopIdle(now = Date.now()): Promise<string[]> {
+    const idle = (inst: Instance) => this.live.get(inst.hash) === inst && !this.inUse.has(inst.hash) && now - inst.lastUsed >= this.opts.idleTimeoutMs;
+    return this.retireWhere(idle, (inst) =>
+      this.opts.log.info({ user: inst.hash, idleS: Math.round((now - inst.lastUsed) / 1000) }, "stopping an idle user's opencode (data kept)"),
+    );
+  }
 
-    inst.ready = portReady.then(async (port) => {
-      const env = {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: path.join(dataDir, "home"),
-        ...runnerProcessEnv(this.opts.runnerEnv),
-        XDG_DATA_HOME: path.join(dataDir, "data"),
-        XDG_CONFIG_HOME: path.join(dataDir, "config"),
-        XDG_STATE_HOME: path.join(dataDir, "state"),
-        XDG_CACHE_HOME: path.join(dataDir, "cache"),
-        OPENCODE_SERVER_PASSWORD: password,
-        OPENCODE_SERVER_USERNAME: "opencode",
-      };
-      fs.mkdirSync(env.HOME, { recursive: true });
-      const proc = spawn(TIE_SCRIPT, [binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
-        env,
-        cwd: dataDir,
-        stdio: ["pipe", "pipe", "pipe"],
-      });
-      inst.proc = proc;
-      inst.pid = proc.pid ?? -1;
-      for (const stream of [proc.stdout!, proc.stderr!]) {
-        createInterface({ input: stream }).on("line", (line) => log.debug({ runner: "local", line }, "opencode output"));
+  /** Stops, between turns, the processes that have grown past `maxRssBytes`; returns their users. */
+  async recycleIfBloated(): Promise<string[]> {
+    const max = this.opts.maxRssBytes;
+    if (!max) return [];
+    const bloated = (inst: Instance) =>
+      this.live.get(inst.hash) === inst && !!inst.endpoint && !this.inUse.has(inst.hash) && treeRssBytes(inst.pid) > max;
+    return this.retireWhere(bloated, (inst) =>
+      this.opts.log.info(
+        { user: inst.hash, pid: inst.pid, turns: inst.turns, rssMiB: Math.round(treeRssBytes(inst.pid) / 2 ** 20), maxMiB: Math.round(max / 2 ** 20) },
+        "recycling a user's opencode (the next request starts a fresh one)",
+      ),
+    );
+  }
+
+  /** Retires each live process that passes `test`, checked again under its user's lock. */
+  private async retireWhere(test: (inst: Instance) => boolean, announce: (inst: Instance) => void): Promise<string[]> {
+    const done: string[] = [];
+    for (const inst of [...this.live.values()]) {
+      if (this.stopping || !test(inst)) continue;
+      const unlock = await this.locks.acquire(inst.hash);
+      try {
+        // A turn may have begun, or the process changed, while we waited for the lock.
+        if (this.stopping || !test(inst)) continue;
+        announce(inst);
+        await this.retire(inst);
+        done.push(inst.hash);
+      } finally {
+        unlock();
       }
-      proc.on("exit", (code, signal) => this.onExit(inst, code, signal));
-      log.info({ pid: inst.pid, port }, "local opencode runner spawned");
+    }
+    return done;
+  }
 
-      const client = new OpencodeClient(`http://127.0.0.1:${port}`, { username: "opencode", password });
-      await waitHealthy(client, this.opts.startTimeoutMs, () => proc.exitCode !== null || proc.signalCode !== null);
-      const events = new EventHub(client, log.child({ runner: "local" }));
-      events.start();
-      if (!(await events.waitOpen(10_000))) throw new RunnerUnavailableError("opencode event stream did not open", "runner_events");
-      inst.endpoint = { client, events, directory: "" };
-      log.info({ pid: inst.pid, ms: Date.now() - inst.startedAt }, "local opencode runner ready");
-      return inst.endpoint;
+  private assertRunning(): void {
+    if (this.stopping) throw new RunnerUnavailableError("The sidecar is shutting down", "shutting_down");
+  }
+
+  private touch(inst: Instance, ep: RunnerEndpoint): RunnerEndpoint {
+    inst.turns++;
+    inst.lastUsed = Date.now();
+    return ep;
+  }
+
+  /**
+   * Whether the binary is there and executable. Cheap on purpose (`opencode --version` costs
+   * most of a second of CPU): a binary that is there but cannot run shows as a failed start.
+   */
+  private checkBinary(): void {
+    const { binary, log } = this.opts;
+    try {
+      fs.accessSync(binary, fs.constants.X_OK);
+      log.info({ binary }, "local opencode runner ready (one opencode per user, started on demand)");
+    } catch (e) {
+      this.problem = `the opencode binary ${binary} is not executable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+      log.error({ binary, err: (e as Error).message }, "local opencode runner cannot run opencode");
+    }
+  }
+
+  /** Spawns the user's process and registers it; `ready` settles once it answers and streams events. */
+  private async spawnInstance(space: UserSpace): Promise<Instance> {
+    const { binary, log } = this.opts;
+    const hash = space.hash;
+    const root = path.join(space.stateDir, "opencode");
+    for (const d of XDG_DIRS) fs.mkdirSync(path.join(root, d), { recursive: true, mode: 0o700 });
+    const port = await freePort();
+    this.assertRunning();
+    const password = randomBytes(24).toString("base64url");
+    const env = {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      ...runnerProcessEnv(this.opts.runnerEnv),
+      ...xdgEnv(root),
+      OPENCODE_SERVER_PASSWORD: password,
+      OPENCODE_SERVER_USERNAME: "opencode",
+    };
+    const proc = spawn(TIE_SCRIPT, [binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
+      env,
+      cwd: root,
+      stdio: ["pipe", "pipe", "pipe"],
     });
-    // A failed start is reported to whoever awaits `ready`; don't crash on an unobserved one.
-    inst.ready.catch((e) => log.error({ err: (e as Error).message }, "local opencode runner failed to start"));
-    this.current = inst;
+    const startedAt = Date.now();
+    const inst: Instance = { hash, proc, pid: proc.pid ?? -1, startedAt, ready: undefined!, turns: 0, lastUsed: startedAt, exited: false, retiring: false };
+    const ulog = log.child({ runner: "local", user: hash });
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on("line", (line) => ulog.debug({ line }, "opencode output"));
+    }
+    proc.on("exit", (code, signal) => this.onExit(inst, code, signal));
+    // A spawn failure (e.g. the tie script is missing) arrives as an error, then maybe no exit.
+    proc.on("error", (e) => {
+      ulog.error({ err: e.message }, "could not spawn opencode");
+      this.onExit(inst, null, null);
+    });
+    this.live.set(hash, inst);
+    ulog.info({ pid: inst.pid, port }, "user opencode spawned");
+
+    inst.ready = (async () => {
+      const client = new OpencodeClient(`http://127.0.0.1:${port}`, { username: "opencode", password });
+      await waitHealthy(client, this.opts.startTimeoutMs, () => inst.exited);
+      const events = new EventHub(client, ulog);
+      events.start();
+      if (!(await events.waitOpen(10_000)) || inst.exited) {
+        events.close();
+        throw new RunnerUnavailableError("opencode's event stream did not open", "runner_events");
+      }
+      inst.endpoint = { client, events, directory: space.workspaceDir };
+      this.problem = undefined;
+      ulog.info({ pid: inst.pid, ms: Date.now() - startedAt }, "user opencode ready");
+      return inst.endpoint;
+    })();
+    return inst;
+  }
+
+  /** Stops a process (if still running) and forgets it; the user's data stays. */
+  private async retire(inst: Instance): Promise<void> {
+    inst.retiring = true;
+    if (this.live.get(inst.hash) === inst) this.live.delete(inst.hash);
+    inst.endpoint?.events.close();
+    await terminate(inst);
   }
 
   private onExit(inst: Instance, code: number | null, signal: NodeJS.Signals | null): void {
+    if (inst.exited) return;
+    inst.exited = true;
+    // Final: turns running on it end with stream.lost (chat/agent-run.ts).
     inst.endpoint?.events.close();
-    if (this.current !== inst) return;
-    this.current = undefined;
-    if (this.stopping) return;
-    // Back off when it keeps dying right after starting; restart at once after a long run.
-    this.crashes = Date.now() - inst.startedAt < 10_000 ? this.crashes + 1 : 0;
-    const delay = Math.min(30_000, this.crashes === 0 ? 0 : 500 * 2 ** this.crashes);
-    this.opts.log.error({ pid: inst.pid, code, signal, restartInMs: delay }, "local opencode runner exited");
-    this.restartTimer = setTimeout(() => {
-      if (!this.current && !this.stopping) this.spawnInstance();
-    }, delay);
+    if (this.live.get(inst.hash) === inst) this.live.delete(inst.hash);
+    const fields = { user: inst.hash, pid: inst.pid, code, signal, ranS: Math.round((Date.now() - inst.startedAt) / 1000) };
+    if (inst.retiring || this.stopping) this.opts.log.info(fields, "user opencode stopped");
+    else this.opts.log.error(fields, "user opencode exited; the user's next request starts a new one");
   }
+}
+
+function xdgEnv(root: string): Record<string, string> {
+  return {
+    HOME: path.join(root, "home"),
+    XDG_DATA_HOME: path.join(root, "data"),
+    XDG_CONFIG_HOME: path.join(root, "config"),
+    XDG_STATE_HOME: path.join(root, "state"),
+    XDG_CACHE_HOME: path.join(root, "cache"),
+  };
 }
 
 /** Resident memory of a process and its descendants (Linux /proc; 0 when unreadable). */
@@ -215,11 +342,20 @@ function treeRssBytes(pid: number): number {
   return total;
 }
 
-async function terminate(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+/**
+ * Ends the tie script and so opencode. Closing its stdin makes the script's watcher end
+ * opencode (TERM, then KILL after 5 s) even if the script itself has to be killed below.
+ */
+async function terminate(inst: Instance): Promise<void> {
+  const { proc } = inst;
+  if (inst.exited || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((r) => {
+    proc.once("exit", () => r());
+    proc.once("error", () => r());
+  });
+  proc.stdin?.destroy();
   proc.kill("SIGTERM");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
   await exited;
   clearTimeout(timer);
 }

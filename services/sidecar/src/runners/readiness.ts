@@ -1,4 +1,4 @@
-import { RunnerUnavailableError } from "../errors/api-error.js";
+import { ApiError, RunnerUnavailableError } from "../errors/api-error.js";
 import type { OpencodeClient } from "../opencode/client.js";
 
 /**
@@ -15,7 +15,8 @@ export async function waitHealthy(client: OpencodeClient, timeoutMs: number, gav
       if (h.healthy) return;
       last = "unhealthy";
     } catch (e) {
-      last = (e as Error).message;
+      // Only the sidecar's own wording reaches the client (a parse error would name internals).
+      last = e instanceof ApiError ? e.message : "no valid answer";
     }
     await new Promise((r) => setTimeout(r, 150));
   }

@@ -7,18 +7,29 @@
  *   chats wait for it (creating a session can take a second);
  * - a lock per user map, held only for its read-modify-write.
  * Writes are atomic renames, so a plain read never sees a half-written map.
+ *
+ * Chat keys are client-chosen strings of any kind (`__proto__`, `constructor`…): the map is
+ * a `Map` in memory and is written as a JSON object of own properties.
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import lockfile from "proper-lockfile";
+import type { Logger } from "../log/logger.js";
 
 export interface SessionRecord {
   sessionId: string;
   createdAt: string;
 }
 
-type SessionMap = Record<string, SessionRecord>;
+type SessionMap = Map<string, SessionRecord>;
+
+export interface SessionStoreOptions {
+  /** Told when a lock is compromised (see `withLock`); without it, a process warning. */
+  log?: Logger;
+  /** After how long a lock whose holder stopped refreshing it is taken over (min 2000). */
+  lockStaleMs?: number;
+}
 
 export class SessionStore {
   /** In-process queue per file: proper-lockfile only retries, so serialize here first. */
@@ -27,7 +38,9 @@ export class SessionStore {
    * Parsed maps for the lock-free lookup every turn makes, reused while the file's mtime and
    * size are unchanged (a stat instead of a read and a parse). Never handed to writers.
    */
-  private readonly parsed = new Map<string, { mtimeMs: number; size: number; map: Readonly<SessionMap> }>();
+  private readonly parsed = new Map<string, { mtimeMs: number; size: number; map: ReadonlyMap<string, SessionRecord> }>();
+
+  constructor(private readonly opts: SessionStoreOptions = {}) {}
 
   /**
    * Returns the session for `chatKey`, creating it with `create` when absent.
@@ -41,18 +54,18 @@ export class SessionStore {
     create: () => Promise<string>,
   ): Promise<{ sessionId: string; created: boolean; saved: Promise<void> }> {
     const done = Promise.resolve();
-    const existing = (await this.lookupMap(fileOf(stateDir)))[chatKey];
+    const existing = (await this.lookupMap(fileOf(stateDir))).get(chatKey);
     if (existing) return { sessionId: existing.sessionId, created: false, saved: done };
     return new Promise((resolve, reject) => {
       let handedOut = false;
       const run: Promise<void> = this.withLock(chatLockOf(stateDir, chatKey), async () => {
-        const found = (await readMap(fileOf(stateDir)))[chatKey];
+        const found = (await readMap(fileOf(stateDir))).get(chatKey);
         if (found) return resolve({ sessionId: found.sessionId, created: false, saved: done });
         const sessionId = await create();
         handedOut = true;
         // `saved` is the whole locked section: it settles once the lock is released too.
         resolve({ sessionId, created: true, saved: run });
-        await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
+        await this.update(stateDir, (map) => void map.set(chatKey, record(sessionId)));
       });
       run.catch((e) => {
         if (!handedOut) reject(e);
@@ -66,21 +79,21 @@ export class SessionStore {
    */
   async replace(stateDir: string, chatKey: string, staleId: string, create: () => Promise<string>): Promise<string> {
     return this.withLock(chatLockOf(stateDir, chatKey), async () => {
-      const current = (await readMap(fileOf(stateDir)))[chatKey];
+      const current = (await readMap(fileOf(stateDir))).get(chatKey);
       if (current && current.sessionId !== staleId) return current.sessionId;
       const sessionId = await create();
-      await this.update(stateDir, (map) => void (map[chatKey] = record(sessionId)));
+      await this.update(stateDir, (map) => void map.set(chatKey, record(sessionId)));
       return sessionId;
     });
   }
 
   async get(stateDir: string, chatKey: string): Promise<string | undefined> {
-    return (await this.lookupMap(fileOf(stateDir)))[chatKey]?.sessionId;
+    return (await this.lookupMap(fileOf(stateDir))).get(chatKey)?.sessionId;
   }
 
-  private async lookupMap(file: string): Promise<Readonly<SessionMap>> {
+  private async lookupMap(file: string): Promise<ReadonlyMap<string, SessionRecord>> {
     const st = await fs.stat(file).catch(() => undefined);
-    if (!st) return {};
+    if (!st) return new Map();
     const hit = this.parsed.get(file);
     if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.map;
     const map = await readMap(file);
@@ -90,29 +103,44 @@ export class SessionStore {
 
   private update(stateDir: string, change: (map: SessionMap) => void): Promise<void> {
     const file = fileOf(stateDir);
-    return this.withLock(file, async () => {
+    return this.withLock(file, async (held) => {
       const map = await readMap(file);
       change(map);
-      await writeAtomic(file, JSON.stringify(map, null, 2));
+      // Someone may own the map now: writing would drop their change.
+      if (!held()) throw new Error("lost the lock on the session map before writing it");
+      await writeAtomic(file, JSON.stringify(Object.fromEntries(map), null, 2));
     });
   }
 
-  /** Runs `fn` holding the lock on `target` (a file path; the lock is `${target}.lock`). */
-  private async withLock<T>(target: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` holding the lock on `target` (a file path; the lock is `${target}.lock`).
+   * `held()` turns false once the lock is compromised (its file removed or taken over as
+   * stale, e.g. after the event loop stalled): proper-lockfile's default then throws from an
+   * fs callback, which would take the whole process down; here it is logged instead.
+   */
+  private async withLock<T>(target: string, fn: (held: () => boolean) => Promise<T>): Promise<T> {
     const prev = this.local.get(target) ?? Promise.resolve();
     const run = prev.catch(() => {}).then(async () => {
       await fs.mkdir(path.dirname(target), { recursive: true });
+      let compromised = false;
       const release = await lockfile.lock(target, {
         lockfilePath: `${target}.lock`,
         realpath: false,
         // A lock whose holder died is taken over after `stale` ms (its mtime stops updating).
-        stale: 15_000,
+        stale: this.opts.lockStaleMs ?? 15_000,
         retries: { retries: 200, minTimeout: 10, maxTimeout: 250, factor: 1.5 },
+        onCompromised: (err) => {
+          compromised = true;
+          this.compromised(target, err);
+        },
       });
       try {
-        return await fn();
+        return await fn(() => !compromised);
       } finally {
-        await release();
+        // A compromised lock is released already: its release only reports that.
+        await release().catch((e: unknown) => {
+          if (!compromised) throw e;
+        });
       }
     });
     this.local.set(target, run);
@@ -122,6 +150,12 @@ export class SessionStore {
       if (this.local.get(target) === run) this.local.delete(target);
     }
   }
+
+  private compromised(target: string, err: Error): void {
+    const lock = path.basename(target);
+    if (this.opts.log) this.opts.log.warn({ lock, err: err.message }, "session store lock compromised; carrying on without it");
+    else process.emitWarning(`session store lock ${lock} compromised: ${err.message}`, "SessionStoreWarning");
+  }
 }
 
 const record = (sessionId: string): SessionRecord => ({ sessionId, createdAt: new Date().toISOString() });
@@ -130,12 +164,20 @@ const chatLockOf = (stateDir: string, chatKey: string) =>
 const fileOf = (stateDir: string) => path.join(stateDir, "sessions.json");
 
 async function readMap(file: string): Promise<SessionMap> {
+  let parsed: unknown;
   try {
-    return JSON.parse(await fs.readFile(file, "utf8")) as SessionMap;
+    parsed = JSON.parse(await fs.readFile(file, "utf8"));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return {};
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return new Map();
     throw e;
   }
+  const map: SessionMap = new Map();
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) return map;
+  // JSON.parse makes every key an own property (`__proto__` too), and Object.entries lists them.
+  for (const [chatKey, rec] of Object.entries(parsed)) {
+    if (typeof (rec as SessionRecord | null)?.sessionId === "string") map.set(chatKey, rec as SessionRecord);
+  }
+  return map;
 }
 
 async function writeAtomic(file: string, text: string): Promise<void> {

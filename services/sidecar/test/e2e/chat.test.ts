@@ -177,6 +177,19 @@ describe("non-streaming", () => {
   });
 });
 
+describe("logs", () => {
+  it("carry a bounded digest of the chat id, never the raw id (clients put e-mails in them)", async () => {
+    const chatId = `alice.secret@example.com/${"x".repeat(5000)}`;
+    await client.chat.completions.create(
+      { model: "open-persona/build", messages: [{ role: "user", content: say.text("logged") }] },
+      { headers: { "X-Session-Id": chatId } },
+    );
+    expect(sidecar.logs.some((l) => l.includes("alice.secret@example.com"))).toBe(false);
+    const started = sidecar.logs.filter((l) => l.includes('"turn started"')).map((l) => JSON.parse(l) as { chat?: string });
+    expect(started.at(-1)!.chat).toMatch(/^[0-9a-f]{12}$/);
+  });
+});
+
 describe("plan agent", () => {
   it("can neither write files nor run commands", async () => {
     const target = path.join(sidecar.config.workspaceRoot, LOCAL, "plan-wrote-this.txt");

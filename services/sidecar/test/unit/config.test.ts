@@ -185,10 +185,12 @@ describe("loadConfig rejects bad values, naming the variable", () => {
 });
 
 describe("runnerEnv", () => {
+  const opencodeConfigFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "op-cfg-")), "opencode.json");
+  fs.writeFileSync(opencodeConfigFile, '{"small_model":"x/z"}');
   /** What runners must get. */
   const forwarded = {
     OPENCODE_CONFIG_CONTENT: '{"model":"x/y"}',
-    OPENCODE_CONFIG: "/etc/opencode.json",
+    OPENCODE_CONFIG: opencodeConfigFile,
     OPENCODE_DISABLE_MODELS_FETCH: "1",
     OPENAI_API_KEY: "sk-openai",
     ANTHROPIC_API_KEY: "sk-ant",
@@ -269,5 +271,25 @@ describe("local runner recycling", () => {
     expect(loadConfig({}).localMaxRssBytes).toBe(3 * 1024 ** 3);
     expect(loadConfig({ LOCAL_RUNNER_MAX_RSS: "1500m" }).localMaxRssBytes).toBe(1500 * 1024 ** 2);
     expect(loadConfig({ LOCAL_RUNNER_MAX_RSS: "0" }).localMaxRssBytes).toBeUndefined();
+  });
+});
+
+describe("opencode configuration", () => {
+  it("stops the boot when it is not usable, naming the variable", () => {
+    expect(configError({ OPENCODE_CONFIG_CONTENT: "{not json" }).variable).toBe("OPENCODE_CONFIG_CONTENT");
+    expect(configError({ OPENCODE_CONFIG_CONTENT: "[1,2]" }).variable).toBe("OPENCODE_CONFIG_CONTENT");
+    expect(configError({ OPENCODE_CONFIG: "/nonexistent/opencode.json" }).variable).toBe("OPENCODE_CONFIG");
+  });
+
+  it("knows whether the operator chose a model", () => {
+    expect(loadConfig({ OPENCODE_CONFIG_CONTENT: '{"model":"acme/m1"}' }).opencodeModel).toBe("acme/m1");
+    expect(loadConfig({}).opencodeModel).toBeUndefined();
+  });
+
+  it("reads the turn deadlines and retry budget", () => {
+    expect(loadConfig({}).turn).toEqual({ idleTimeoutMs: 300_000, maxTurnMs: 3_600_000, maxRetries: 2 });
+    expect(loadConfig({ TURN_IDLE_TIMEOUT_MS: "1000", TURN_MAX_MS: "5000", AGENT_MAX_RETRIES: "0" }).turn).toEqual({ idleTimeoutMs: 1000, maxTurnMs: 5000, maxRetries: 0 });
+    expect(configError({ AGENT_MAX_RETRIES: "9" }).variable).toBe("AGENT_MAX_RETRIES");
+    expect(loadConfig({}).shutdownGraceMs).toBe(30_000);
   });
 });

@@ -133,6 +133,59 @@ describe("toPromptParts", () => {
     expect(() => toPromptParts([{ role: "user", content: [{ type: "input_audio", input_audio: {} }] }])).toThrow(/input_audio/);
   });
 
+  const imagePart = (url: string) => ({ type: "image_url", image_url: { url } });
+  const GIF = `data:image/gif;base64,${Buffer.from("GIF89a\x01\x00\x01\x00", "latin1").toString("base64")}`;
+  const WEBP = `data:image/webp;base64,${Buffer.from("RIFF\x24\x00\x00\x00WEBPVP8 ", "latin1").toString("base64")}`;
+
+  it.each([
+    ["bytes that are no image", `data:image/png;base64,${Buffer.from("plain text, no picture").toString("base64")}`],
+    ["broken base64", "data:image/png;base64,iVBORw0KGgo*!"],
+    ["base64 cut to an impossible length", "data:image/png;base64,iVBORw0KG"],
+    ["a payload too short to be an image", "data:image/png;base64,iVBO"],
+    ["an empty payload", "data:image/png;base64,"],
+    ["an image that is not base64", "data:image/png,%89PNG%0D%0A%1A%0A"],
+    ["an SVG", `data:image/svg+xml;base64,${Buffer.from("<svg/>").toString("base64")}`],
+    ["a PDF declared as an image", "data:application/pdf;base64,JVBERi0xLjQK"],
+  ])("rejects an image data URL holding %s (invalid_image)", (_what, url) => {
+    let err: unknown;
+    try {
+      toPromptParts([{ role: "user", content: [imagePart(url)] }]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(BadRequestError);
+    expect(err).toMatchObject({ status: 400, code: "invalid_image", param: "messages" });
+  });
+
+  it("accepts PNG, JPEG, GIF and WebP, and labels each with the type its bytes show", () => {
+    const mislabelled = JPEG.replace("image/jpeg", "image/png");
+    const parts = toPromptParts([{ role: "user", content: [{ type: "text", text: "x" }, ...[PNG, JPEG, GIF, WEBP, mislabelled].map(imagePart)] }]);
+    expect(parts.slice(1).map((p) => (p as { mime: string }).mime)).toEqual(["image/png", "image/jpeg", "image/gif", "image/webp", "image/jpeg"]);
+    expect(parts[5]).toEqual({ type: "file", mime: "image/jpeg", url: JPEG, filename: "image-6.jpeg" });
+  });
+
+  it("checks images sent as file parts too, and leaves other files alone", () => {
+    const call = (file_data: string) => () => toPromptParts([{ role: "user", content: [{ type: "file", file: { file_data, filename: "f" } }] }]);
+    expect(call("data:image/jpeg;base64,AAAAAAAA")).toThrow(/not a PNG, JPEG, GIF or WebP/);
+    expect(call(PNG)()).toContainEqual({ type: "file", mime: "image/png", url: PNG, filename: "f" });
+    expect(call("data:text/plain;base64,AAAA")()).toContainEqual({ type: "file", mime: "text/plain", url: "data:text/plain;base64,AAAA", filename: "f" });
+  });
+
+  it("caps the images of the forwarded turn (image_url parts and image files), 16 by default", () => {
+    const images = (n: number) => Array.from({ length: n }, () => imagePart(PNG));
+    expect(toPromptParts([{ role: "user", content: images(16) }])).toHaveLength(17);
+    expect(() => toPromptParts([{ role: "user", content: images(17) }])).toThrow(/at most 16 per request, this one has 17/);
+    const mixed: ChatMessage[] = [
+      { role: "user", content: [imagePart(PNG), imagePart("https://example.com/a.png")] },
+      { role: "user", content: [{ type: "file", file: { file_data: PNG } }] },
+    ];
+    expect(() => toPromptParts(mixed, { maxImages: 2 })).toThrow(expect.objectContaining({ status: 400, code: "too_many_images", param: "messages" }));
+    expect(toPromptParts(mixed, { maxImages: 3 })).toHaveLength(3);
+    // Images earlier in the conversation are not forwarded and do not count.
+    const convoWithImages: ChatMessage[] = [{ role: "user", content: images(20) }, { role: "assistant", content: "seen" }, { role: "user", content: "and now?" }];
+    expect(toPromptParts(latestUserTurn(convoWithImages))).toEqual([{ type: "text", text: "and now?" }]);
+  });
+
   it("joins several user messages of one turn in order", () => {
     expect(toPromptParts(latestUserTurn(convo))).toEqual([
       { type: "text", text: "third, part 1" },

@@ -13,14 +13,18 @@ const jwtAuth = new Authenticator({ gatewayKeys: [GATEWAY], userKeys: new Map(),
 
 const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
 
-async function token(opts: { sub?: string; secret?: string; alg?: string; iss?: string; exp?: string | number } = {}): Promise<string> {
+async function token(
+  opts: { sub?: string; secret?: string; alg?: string; iss?: string; exp?: string | number | null; iat?: number | null } = {},
+): Promise<string> {
   let jwt = new SignJWT(opts.sub === undefined ? {} : { sub: opts.sub })
     .setProtectedHeader({ alg: opts.alg ?? "HS256" })
-    .setIssuer(opts.iss ?? "open-webui")
-    .setIssuedAt();
-  if (opts.exp !== undefined) jwt = jwt.setExpirationTime(opts.exp);
+    .setIssuer(opts.iss ?? "open-webui");
+  if (opts.iat !== null) jwt = jwt.setIssuedAt(opts.iat);
+  // Like Open WebUI's: 300 s unless told otherwise (null: no exp at all).
+  if (opts.exp !== null) jwt = jwt.setExpirationTime(opts.exp ?? "300s");
   return jwt.sign(new TextEncoder().encode(opts.secret ?? SECRET));
 }
+const nowS = () => Math.floor(Date.now() / 1000);
 
 async function rejects(p: Promise<unknown>, cls: new (...a: any[]) => Error, code?: string): Promise<void> {
   const e = await p.then(
@@ -49,8 +53,35 @@ describe("Authenticator (gateway and user keys)", () => {
     expect(c.identity?.userHash).toBe(userHash("Jürgen 😀"));
   });
 
-  it("rejects malformed percent-encoding as a bad request", async () => {
-    await rejects(auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "%E0%A4%A" }), BadRequestError, "invalid_user_header");
+  it("takes a '%' that starts no valid escape as the id's own character", async () => {
+    const raw = await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "100%-sure" });
+    expect(raw.identity?.userId).toBe("100%-sure");
+    const encoded = await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": encodeURIComponent("100%-sure") });
+    expect(encoded.identity).toEqual(raw.identity);
+    expect((await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "%E0%A4%A" })).identity?.userId).toBe("%E0%A4%A");
+  });
+
+  it("a user id sent as raw UTF-8 (read by Node as Latin-1) is the same user as its percent-encoded form", async () => {
+    const id = "Jürgen Müller 😀";
+    const asNodeReadsIt = Buffer.from(id, "utf8").toString("latin1");
+    const raw = await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": asNodeReadsIt });
+    const encoded = await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": encodeURIComponent(id) });
+    expect(raw.identity).toEqual({ userId: id, userHash: userHash(id), via: "gateway" });
+    expect(encoded.identity).toEqual(raw.identity);
+    // Genuine Latin-1 (not valid UTF-8 as bytes) stays as it is.
+    expect((await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": "Jürgen" })).identity?.userId).toBe("Jürgen");
+  });
+
+  it.each([
+    ["Authorization", { authorization: [`Bearer ${GATEWAY}`, `Bearer ${GATEWAY}`], "x-openwebui-user-id": "u" }],
+    ["X-OpenWebUI-User-Id", { ...bearer(GATEWAY), "x-openwebui-user-id": ["alice", "bob"] }],
+    ["X-OpenWebUI-User-Jwt", { ...bearer(GATEWAY), "x-openwebui-user-id": "u", "x-openwebui-user-jwt": ["a.b.c", "d.e.f"] }],
+  ])("a repeated %s header is a bad request, not a joined identity", async (name, headers) => {
+    const e = await auth.authenticate(headers).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(BadRequestError);
+    expect(e).toMatchObject({ status: 400, code: "duplicate_header", message: expect.stringContaining(name) });
+    // One occurrence, as req.headersDistinct gives it, is fine.
+    expect((await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": ["alice"] })).identity?.userId).toBe("alice");
   });
 
   it("a gateway request without a user header has no identity", async () => {
@@ -102,6 +133,24 @@ describe("Authenticator (JWT mode)", () => {
     expect(d.identity?.userId).toBe("user-42");
   });
 
+  it("maps a user to the same workspace as the plain header does (sub decoded alike)", async () => {
+    const viaHeader = await auth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-id": encodeURIComponent("jürgen") });
+    for (const sub of ["jürgen", encodeURIComponent("jürgen")]) {
+      const viaJwt = await jwtAuth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-jwt": await token({ sub }) });
+      expect(viaJwt.identity?.userHash).toBe(viaHeader.identity?.userHash);
+    }
+  });
+
+  it("accepts a token living up to the maximum (600 s by default, or jwtMaxAgeS)", async () => {
+    const now = nowS();
+    const t = await token({ sub: "u", iat: now, exp: now + 600 });
+    expect((await jwtAuth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-jwt": t })).identity?.userId).toBe("u");
+    const strict = new Authenticator({ gatewayKeys: [GATEWAY], userKeys: new Map(), jwtSecret: SECRET, jwtMaxAgeS: 60 });
+    await rejects(strict.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-jwt": await token({ sub: "u" }) }), AuthenticationError, "invalid_user_jwt");
+    const short = await token({ sub: "u", exp: "60s" });
+    expect((await strict.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-jwt": short })).identity?.userId).toBe("u");
+  });
+
   it("still requires the gateway key", async () => {
     await rejects(jwtAuth.authenticate({ ...bearer("not-the-key"), "x-openwebui-user-jwt": await token({ sub: "u" }) }), AuthenticationError, "invalid_api_key");
   });
@@ -122,6 +171,10 @@ describe("Authenticator (JWT mode)", () => {
       return `${h}.${p}.${s}`;
     }],
     ["garbage", async () => "not.a.jwt"],
+    ["without exp", () => token({ sub: "u", exp: null })],
+    ["living longer than the maximum", () => token({ sub: "u", iat: nowS(), exp: nowS() + 601 })],
+    ["without iat, expiring later than the maximum from now", () => token({ sub: "u", iat: null, exp: nowS() + 900 })],
+    ["issued in the future to look short-lived", () => token({ sub: "u", iat: nowS() + 86_400, exp: nowS() + 86_700 })],
   ])("rejects a token that is %s", async (_what, make) => {
     await rejects(jwtAuth.authenticate({ ...bearer(GATEWAY), "x-openwebui-user-jwt": await make() }), AuthenticationError, "invalid_user_jwt");
   });

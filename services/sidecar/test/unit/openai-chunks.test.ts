@@ -125,7 +125,9 @@ describe("ChunkEncoder", () => {
     const outs: TurnOutput[] = [
       { kind: "tool-start", callId: "c1", name: "write", title: "write: a" },
       end,
-      { kind: "retry", message: "busy", attempt: 1 },
+      { kind: "retry", message: "Cannot connect to API: Unable to connect", attempt: 1, failure: "unreachable", delayS: 2, provider: { id: "acme", url: "http://llm:8080/v1" } },
+      { kind: "retry", message: "Rate limit reached", attempt: 2, failure: "rate_limited", delayS: 30, model: { providerID: "acme", modelID: "m" } },
+      { kind: "retry", message: "Internal error", attempt: 3, failure: "failed", delayS: 4, model: { providerID: "acme", modelID: "m" } },
     ];
     const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false }), outs);
     expect(off.some((c) => c.event)).toBe(false);
@@ -136,7 +138,9 @@ describe("ChunkEncoder", () => {
     expect(on.filter((c) => c.event).map((c) => c.event)).toEqual([
       { type: "status", data: { description: "Running write: a", done: false } },
       { type: "status", data: { description: "Ran write", done: true } },
-      { type: "status", data: { description: "Model provider busy, retrying (attempt 1): busy", done: false } },
+      { type: "status", data: { description: "cannot reach acme at http://llm:8080/v1, retrying in 2 s", done: false } },
+      { type: "status", data: { description: "acme rate limited, retrying in 30 s", done: false } },
+      { type: "status", data: { description: "acme failed (Internal error), retrying in 4 s", done: false } },
     ]);
     for (const c of on.filter((x) => x.event)) expect(c.choices).toEqual([]);
   });
@@ -149,7 +153,7 @@ describe("ChunkEncoder", () => {
         .map((c) => c.event!.data);
     const done = statuses([end("write"), end("bash"), end("write"), { kind: "finish", reason: "stop", usage }]);
     expect(done.at(-1)).toEqual({ description: "Done · ran write, bash", done: true });
-    const failed = statuses([{ kind: "retry", message: "busy", attempt: 1 }, { kind: "error", message: "gave up", code: "x" }]);
+    const failed = statuses([{ kind: "retry", message: "busy", attempt: 1, failure: "failed" }, { kind: "error", message: "gave up", code: "x" }]);
     expect(failed.at(-1)).toEqual({ description: "Stopped", done: true });
     // A plain answer showed no status line, so it gets none.
     expect(statuses([{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }])).toEqual([]);

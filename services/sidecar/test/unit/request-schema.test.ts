@@ -56,6 +56,25 @@ describe("parseChatRequest", () => {
     expect(e.param).toMatch(/^messages\[0\]\.content/);
   });
 
+  it.each([
+    ["image_url", { type: "image_url" }, "messages[0].content[1].image_url"],
+    ["file", { type: "file" }, "messages[0].content[1].file"],
+    ["text", { type: "text" }, "messages[0].content[1].text"],
+  ])("a %s part without its object names it", (_type, part, param) => {
+    const e = errorOf({ model: "m", messages: [{ role: "user", content: [{ type: "text", text: "x" }, part] }] });
+    expect(e.param).toBe(param);
+    expect(e.message).toBe(`Missing required parameter: '${param}'`);
+  });
+
+  it("a file part needs file_data or file_id, and says so", () => {
+    const e = errorOf({ model: "m", messages: [{ role: "user", content: [{ type: "file", file: { filename: "a.pdf" } }] }] });
+    expect(e.param).toBe("messages[0].content[0].file");
+    expect(e.message).toMatch(/one of 'messages\[0\]\.content\[0\]\.file\.file_data' or 'messages\[0\]\.content\[0\]\.file\.file_id'/);
+    expect(() =>
+      parseChatRequest({ model: "m", messages: [{ role: "user", content: [{ type: "file", file: { file_id: "file-1" } }] }] }),
+    ).not.toThrow();
+  });
+
   it("rejects a body that is not an object", () => {
     expect(errorOf(null).status).toBe(400);
     expect(errorOf([ok]).status).toBe(400);

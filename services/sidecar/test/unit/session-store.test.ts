@@ -5,6 +5,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import type { Logger } from "../../src/log/logger.js";
 import { SessionStore } from "../../src/sessions/session-store.js";
 
 const RACE_SCRIPT = fileURLToPath(new URL("./helpers/session-store-race.ts", import.meta.url));
@@ -109,6 +110,64 @@ describe("SessionStore in one process", () => {
     );
     expect(n).toBe(1);
     expect(new Set(ids)).toEqual(new Set(["ses_new_1"]));
+  });
+});
+
+describe("SessionStore with any chat key", () => {
+  const keys = ["__proto__", "constructor", "toString", "hasOwnProperty", "valueOf", "__defineGetter__"];
+
+  it("keeps chats named like object prototype members, also when read back from disk", async () => {
+    const stateDir = tempDir();
+    const store = new SessionStore();
+    for (const k of keys) expect(await store.get(stateDir, k), k).toBeUndefined();
+    for (const k of keys) {
+      const r = await store.getOrCreate(stateDir, k, async () => `ses_${k}`);
+      await r.saved;
+      expect(r, k).toMatchObject({ sessionId: `ses_${k}`, created: true });
+    }
+    for (const k of keys) {
+      expect(await store.get(stateDir, k), k).toBe(`ses_${k}`);
+      expect(await new SessionStore().get(stateDir, k), `${k} read back`).toBe(`ses_${k}`);
+      const again = await new SessionStore().getOrCreate(stateDir, k, async () => {
+        throw new Error(`must not create ${k}`);
+      });
+      expect(again).toMatchObject({ sessionId: `ses_${k}`, created: false });
+    }
+    expect(Object.keys(readMapFile(stateDir)).sort()).toEqual([...keys].sort());
+    expect(await store.replace(stateDir, "__proto__", "ses___proto__", async () => "ses_new")).toBe("ses_new");
+    expect(await new SessionStore().get(stateDir, "__proto__")).toBe("ses_new");
+  });
+
+  it("ignores entries of a map file that are not session records", async () => {
+    const stateDir = tempDir();
+    fs.writeFileSync(path.join(stateDir, "sessions.json"), JSON.stringify({ good: { sessionId: "ses_1", createdAt: "x" }, bad: 42, worse: null }));
+    const store = new SessionStore();
+    expect(await store.get(stateDir, "good")).toBe("ses_1");
+    expect(await store.get(stateDir, "bad")).toBeUndefined();
+    expect(await store.getOrCreate(stateDir, "bad", async () => "ses_2")).toMatchObject({ sessionId: "ses_2", created: true });
+    expect(await store.getOrCreate(stateDir, "worse", async () => "ses_3")).toMatchObject({ sessionId: "ses_3", created: true });
+  });
+});
+
+describe("SessionStore lock loss", () => {
+  it("logs a compromised lock instead of throwing from an fs callback, and finishes the work", async () => {
+    const warnings: Array<{ obj: unknown; msg: string }> = [];
+    const log = { warn: (obj: unknown, msg: string) => warnings.push({ obj, msg }) } as unknown as Logger;
+    // Stale after 2 s: proper-lockfile checks the lock every second.
+    const store = new SessionStore({ log, lockStaleMs: 2000 });
+    const stateDir = tempDir();
+    const r = await store.getOrCreate(stateDir, "chat", async () => {
+      // The chat's lock vanishes while its session is being created (someone cleaned up).
+      fs.rmSync(path.join(stateDir, "chat-locks"), { recursive: true, force: true });
+      await sleep(2500);
+      return "ses_1";
+    });
+    await r.saved;
+    expect(r).toMatchObject({ sessionId: "ses_1", created: true });
+    expect(warnings).toEqual([{ obj: expect.objectContaining({ err: expect.any(String) }), msg: expect.stringMatching(/lock compromised/) }]);
+    expect(await store.get(stateDir, "chat")).toBe("ses_1");
+    // The next caller gets a fresh lock as usual.
+    expect((await store.getOrCreate(stateDir, "other", async () => "ses_2")).sessionId).toBe("ses_2");
   });
 });
 

@@ -266,12 +266,35 @@ describe("slow text turn (recorded)", () => {
     expect(rec.events.slice(cut).flatMap((e) => t.handle(e))).toEqual([]);
   });
 
-  it("passes on provider retries", () => {
+  it("passes on provider retries, classified, with the delay and the model", () => {
     const t = new TurnTranslator(rec.sessionId);
-    const out = t.handle({ type: "session.status", sessionID: rec.sessionId, status: { type: "retry", attempt: 2, message: "Rate limited" } });
-    expect(out).toEqual([{ kind: "retry", message: "Rate limited", attempt: 2 }]);
+    t.handle({ type: "message.updated", sessionID: rec.sessionId, info: { id: "msg_a", sessionID: rec.sessionId, role: "assistant", providerID: "acme", modelID: "m1" } });
+    const next = Date.now() + 3000;
+    const out = t.handle({ type: "session.status", sessionID: rec.sessionId, status: { type: "retry", attempt: 2, message: "Rate limit reached for requests", next } });
+    expect(out).toEqual([
+      { kind: "retry", message: "Rate limit reached for requests", attempt: 2, failure: "rate_limited", delayS: 3, model: { providerID: "acme", modelID: "m1" } },
+    ]);
+    const refused = t.handle({ type: "session.status", sessionID: rec.sessionId, status: { type: "retry", attempt: 3, message: "Cannot connect to API: Unable to connect. Is the computer able to access the url?" } });
+    expect(refused).toMatchObject([{ failure: "unreachable" }]);
     expect(t.handle({ type: "session.status", sessionID: "ses_other", status: { type: "retry", attempt: 1, message: "x" } })).toEqual([]);
     expect(t.done).toBe(false);
+  });
+
+  it("reports a provider's final error naming provider and model; a 429 as rate_limit_exceeded with Retry-After", () => {
+    const t = new TurnTranslator(rec.sessionId, false);
+    t.handle({ type: "message.updated", sessionID: rec.sessionId, info: { id: "msg_a", sessionID: rec.sessionId, role: "assistant", providerID: "opencode", modelID: "big-pickle" } });
+    const out = t.handle({
+      type: "session.error",
+      sessionID: rec.sessionId,
+      error: { name: "APIError", data: { message: "slow down", statusCode: 429, isRetryable: true, responseHeaders: { "retry-after": "7" } } },
+    });
+    expect(out).toEqual([{ kind: "error", code: "rate_limit_exceeded", retryAfterS: 7, message: expect.stringContaining("opencode/big-pickle") }]);
+    expect((out[0] as { message: string }).message).toContain("Choosing a model");
+
+    const auth = new TurnTranslator(rec.sessionId);
+    auth.handle({ type: "message.updated", sessionID: rec.sessionId, info: { id: "msg_b", sessionID: rec.sessionId, role: "assistant", providerID: "acme", modelID: "m1" } });
+    const denied = auth.handle({ type: "session.error", sessionID: rec.sessionId, error: { name: "APIError", data: { message: "Incorrect API key", statusCode: 401 } } });
+    expect(denied).toEqual([{ kind: "error", code: "provider_error", message: "The model provider acme failed with HTTP 401 (model acme/m1): Incorrect API key." }]);
   });
 });
 
@@ -280,7 +303,7 @@ describe("failing turn (recorded)", () => {
   const { outputs, translator } = replay(rec.sessionId, rec.events);
 
   it("yields exactly one error with the provider's message, and nothing else", () => {
-    expect(outputs).toEqual([{ kind: "error", message: "APIError: nope", code: "APIError" }]);
+    expect(outputs).toEqual([{ kind: "error", message: "The model provider scripted failed with HTTP 400 (model scripted/m1): nope.", code: "provider_error" }]);
     expect(translator.done).toBe(true);
   });
 
