@@ -2,6 +2,9 @@
  * `RUNNER_MODE=local`: one `opencode serve` process per user, spawned from the bundled binary
  * and supervised by the sidecar. One process for everyone used about one core at most (issue
  * 8); a process per user lets the number of processes, and the cores used, follow the load.
+ * The price (bench/sweep.ts measures it): about half a GiB per user whose process runs, a
+ * start of seconds on a user's first request and after an idle stop, and more CPU per turn
+ * than one busy shared process spends — so it pays off on hosts with cores to spare.
  *
  * Per user `h` (the user hash), a process:
  * - is started on the user's first request; concurrent first requests share one start

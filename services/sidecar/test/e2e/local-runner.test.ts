@@ -88,9 +88,14 @@ describe("one opencode per user", () => {
     const answers = await Promise.all(Array.from({ length: 4 }, () => ask(sidecar.url, "carol", randomUUID())));
     expect(answers).toEqual(Array(4).fill("turns=1"));
     expect(opencodePids(process.pid)).toHaveLength(before + 1);
-    const carol = userHash("carol");
-    const spawned = sidecar.logs.filter((l) => l.includes("user opencode spawned") && l.includes(`"user":"${carol}"`));
-    expect(spawned).toHaveLength(1);
+    const spawns = (user: string) => sidecar.logs.filter((l) => l.includes("user opencode spawned") && l.includes(`"user":"${userHash(user)}"`)).length;
+    expect(spawns("carol")).toBe(1);
+
+    // The same from one tick, without the HTTP layer's jitter in between.
+    const eps = await Promise.all(Array.from({ length: 4 }, () => sidecar.runner.ensure(space("erin"))));
+    expect(new Set(eps.map((ep) => ep.client)).size).toBe(1);
+    expect(spawns("erin")).toBe(1);
+    expect(opencodePids(process.pid)).toHaveLength(before + 2);
   });
 });
 

@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { userHash } from "../../src/workspace/user-space.js";
 import { freePort } from "../../src/runners/free-port.js";
+import { chatLogId } from "../../src/http/chat-completions.js";
 import { startOpenWebUI, type OpenWebUIAccount, type RealOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, script, startScriptedModel, type ScriptedModel, type Step } from "../fixtures/scripted-model.js";
 import { scriptedEnv, startSidecar, waitFor, type InProcessSidecar } from "../helpers/harness.js";
@@ -90,7 +91,7 @@ describe("chats through the real Open WebUI", () => {
     // The agent really ran, in alice's workspace; Open WebUI ran none of the tools itself
     // (it would have called the model again with their results).
     expect(fs.readFileSync(path.join(workspaceOf(owui.alice), "hello.py"), "utf8")).toBe("print('hi from the agent')");
-    const chatTurns = turnLogs().filter((l) => l.chatId === sent.chatId && !l.task);
+    const chatTurns = turnLogs().filter((l) => l.chat === chatLogId(sent.chatId) && !l.task);
     expect(chatTurns).toHaveLength(1);
   });
 
@@ -113,11 +114,11 @@ describe("chats through the real Open WebUI", () => {
     const first = await chatThroughOpenWebUI(owui, owui.alice, say.text("first answer"));
     expect(first.reply.content).toBe("first answer");
     // Title, tags and follow-ups run as Open WebUI background tasks on the same model.
-    await waitFor(() => turnLogs().filter((l) => l.chatId === first.sent.chatId && l.task).length >= 3, 30_000, "three background tasks");
+    await waitFor(() => turnLogs().filter((l) => l.chat === chatLogId(first.sent.chatId) && l.task).length >= 3, 30_000, "three background tasks");
     const second = await chatThroughOpenWebUI(owui, owui.alice, say.countTurns(), { after: first.sent });
     // The agent saw exactly this chat's two user messages: one session, no task prompts in it.
     expect(second.reply.content).toBe("turns=2");
-    const turns = turnLogs().filter((l) => l.chatId === first.sent.chatId);
+    const turns = turnLogs().filter((l) => l.chat === chatLogId(first.sent.chatId));
     const chatSessions = new Set(turns.filter((l) => !l.task).map((l) => l.sessionId));
     expect(chatSessions.size).toBe(1);
     for (const t of turns.filter((l) => l.task)) expect(chatSessions.has(t.sessionId)).toBe(false);
