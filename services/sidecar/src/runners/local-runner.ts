@@ -11,8 +11,11 @@
  *   (serialized per user, as in DockerRunner), and no process runs before anyone asks;
  * - listens on its own loopback port behind its own random password (new at every start);
  * - keeps its data (sessions: opencode's SQLite database) under the user's state dir,
- *   `<STATE_ROOT>/users/<h>/opencode/{data,config,state,cache,home}`, so chats survive a
- *   stop, a crash and a sidecar restart;
+ *   `<STATE_ROOT>/users/<h>/opencode/{data,state,cache,home}`, so chats survive a stop, a
+ *   crash and a sidecar restart. The config dir is one for all users (`sharedConfigDir`):
+ *   opencode installs its plugin package (64 MB, ~10 s of CPU) into its config dir in the
+ *   background, and once is enough. It holds no user data; issue 9's sandbox mounts it
+ *   read-only, pre-seeded;
  * - is stopped after `idleTimeoutMs` (RUNNER_IDLE_TIMEOUT) without a turn, and only when no
  *   turn is in flight (`use()`); with `maxRssBytes` set it is also stopped ("recycled") once
  *   it has grown past that size between turns (opencode does not give memory back). Either
@@ -51,7 +54,7 @@ import { waitHealthy } from "./readiness.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
-const XDG_DIRS = ["data", "config", "state", "cache", "home"] as const;
+const XDG_DIRS = ["data", "state", "cache", "home"] as const;
 
 export interface LocalRunnerOptions {
   binary: string;
@@ -66,6 +69,8 @@ export interface LocalRunnerOptions {
   recycleCheckMs?: number;
   /** The single shared data dir of earlier releases: only mentioned in the log when found. */
   legacyDataDir?: string;
+  /** XDG_CONFIG_HOME for every user's process (see the module comment). */
+  sharedConfigDir: string;
 }
 
 /** One user's opencode process. */
@@ -252,13 +257,14 @@ export class LocalRunner implements Runner {
     const hash = space.hash;
     const root = path.join(space.stateDir, "opencode");
     for (const d of XDG_DIRS) fs.mkdirSync(path.join(root, d), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(this.opts.sharedConfigDir, { recursive: true, mode: 0o700 });
     const port = await freePort();
     this.assertRunning();
     const password = randomBytes(24).toString("base64url");
     const env = {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       ...runnerProcessEnv(this.opts.runnerEnv),
-      ...xdgEnv(root),
+      ...xdgEnv(root, this.opts.sharedConfigDir),
       OPENCODE_SERVER_PASSWORD: password,
       OPENCODE_SERVER_USERNAME: "opencode",
     };
@@ -319,11 +325,11 @@ export class LocalRunner implements Runner {
   }
 }
 
-function xdgEnv(root: string): Record<string, string> {
+function xdgEnv(root: string, configDir: string): Record<string, string> {
   return {
     HOME: path.join(root, "home"),
     XDG_DATA_HOME: path.join(root, "data"),
-    XDG_CONFIG_HOME: path.join(root, "config"),
+    XDG_CONFIG_HOME: configDir,
     XDG_STATE_HOME: path.join(root, "state"),
     XDG_CACHE_HOME: path.join(root, "cache"),
   };

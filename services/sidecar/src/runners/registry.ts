@@ -24,6 +24,7 @@ export function createRunner(config: Config, log: Logger): Runner {
         maxRssBytes: config.localMaxRssBytes,
         recycleCheckMs: config.localRecycleCheckMs,
         legacyDataDir: path.join(config.stateRoot, "opencode"),
+        sharedConfigDir: path.join(config.stateRoot, "opencode-config"),
       });
     case "shared":
       return new SharedRunner({

@@ -72,6 +72,8 @@ describe("one opencode per user", () => {
       ["alice", "bob"].map((u) => path.join(space(u).stateDir, "opencode", "data")).sort(),
     );
     expect(new Set(views.map((v) => v.env.OPENCODE_SERVER_PASSWORD)).size).toBe(2);
+    // One config dir for all: opencode installs its plugin package there once, not per user.
+    expect(views.map((v) => v.env.XDG_CONFIG_HOME)).toEqual(Array(2).fill(path.join(sidecar.config.stateRoot, "opencode-config")));
     expect(new Set(views.map((v) => v.port)).size).toBe(2);
     for (const u of ["alice", "bob"]) expect(fs.existsSync(path.join(space(u).stateDir, "opencode", "data", "opencode", "opencode.db"))).toBe(true);
 
