@@ -9,6 +9,7 @@ import zlib from "node:zlib";
 import { randomUUID } from "node:crypto";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBrokenRunner } from "../fixtures/broken-runner.js";
 import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { scriptedEnv, startSidecar, tempDir, type InProcessSidecar } from "../helpers/harness.js";
 
@@ -154,22 +155,13 @@ describe("compressed bodies", () => {
 describe("errors carry no internals", () => {
   it("a runner's 500 reaches the client without its route or its body; the log keeps them", async () => {
     // Healthy, streams events, but fails every session call with a stack trace in its body.
-    const broken = http.createServer((req, res) => {
-      if (req.url?.startsWith("/global/health")) return void res.writeHead(200, { "content-type": "application/json" }).end('{"healthy":true}');
-      if (req.url?.startsWith("/global/event")) {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(`data: ${JSON.stringify({ payload: { type: "server.connected", properties: {} } })}\n\n`);
-        return;
-      }
-      res.writeHead(500, { "content-type": "text/plain" }).end("TypeError: boom\n    at handler (/home/runner/opencode/src/server.ts:42:7)");
-    });
-    await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+    const broken = await startBrokenRunner({ contentType: "text/plain", body: "TypeError: boom\n    at handler (/home/runner/opencode/src/server.ts:42:7)" });
     const root = tempDir();
     const bad = await startSidecar({
       WORKSPACE_ROOT: `${root}/w`,
       STATE_ROOT: `${root}/s`,
       RUNNER_MODE: "shared",
-      OPENCODE_BASE_URL: `http://127.0.0.1:${(broken.address() as net.AddressInfo).port}`,
+      OPENCODE_BASE_URL: broken.url,
     });
     try {
       const res = await fetch(`${bad.url}/v1/chat/completions`, {
@@ -188,7 +180,6 @@ describe("errors carry no internals", () => {
       expect(logged).toContain("500");
     } finally {
       await bad.close();
-      broken.closeAllConnections();
       broken.close();
     }
   });

@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRunner, LABEL_SPEC, LABEL_USER } from "../../src/runners/docker-runner.js";
 import { userHash, userSpace } from "../../src/workspace/user-space.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
-import { readSse, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
+import { startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
+import { gatewayChat } from "../helpers/gateway-chat.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const RUN = randomUUID().slice(0, 8);
@@ -46,21 +47,8 @@ function dockerEnv(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 
-async function chat(sc: InProcessSidecar, userId: string, content: string, chatId = randomUUID()) {
-  const res = await fetch(`${sc.url}/v1/chat/completions`, {
-    method: "POST",
-    headers: {
-      Authorization: `Bearer ${GATEWAY_KEY}`,
-      "Content-Type": "application/json",
-      "X-OpenWebUI-User-Id": encodeURIComponent(userId),
-      "X-OpenWebUI-Chat-Id": chatId,
-    },
-    body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content }] }),
-  });
-  if (res.status !== 200) return { status: res.status, text: "", error: (await res.json()).error as { message: string } };
-  const payloads = (await readSse(res)).filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
-  const text = payloads.map((p) => p.choices?.[0]?.delta?.content ?? "").join("");
-  return { status: 200, text, error: payloads.find((p) => p.error)?.error as { message: string } | undefined };
+function chat(sc: InProcessSidecar, userId: string, content: string, chatId = randomUUID()) {
+  return gatewayChat(sc.url, GATEWAY_KEY, userId, content, chatId);
 }
 
 const containersOf = (userId: string) =>

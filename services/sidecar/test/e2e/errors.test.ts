@@ -1,10 +1,10 @@
 /**
  * Every error case answers in OpenAI's shape with the right status, and loses nothing.
  */
-import http from "node:http";
 import net from "node:net";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startBrokenRunner } from "../fixtures/broken-runner.js";
 import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { readSse, scriptedEnv, startSidecar, tempDir, type InProcessSidecar } from "../helpers/harness.js";
 
@@ -122,22 +122,13 @@ describe("runner failures (shared mode)", () => {
 
   it("502 when the runner answers with a server error", async () => {
     // A server that is healthy and streams events but fails every session call.
-    const broken = http.createServer((req, res) => {
-      if (req.url?.startsWith("/global/health")) return void res.writeHead(200, { "content-type": "application/json" }).end('{"healthy":true}');
-      if (req.url?.startsWith("/global/event")) {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(`data: ${JSON.stringify({ payload: { type: "server.connected", properties: {} } })}\n\n`);
-        return;
-      }
-      res.writeHead(500, { "content-type": "application/json" }).end('{"name":"UnknownError"}');
-    });
-    await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+    const broken = await startBrokenRunner({ contentType: "application/json", body: '{"name":"UnknownError"}' });
     const root = tempDir();
     const bad = await startSidecar({
       WORKSPACE_ROOT: `${root}/w`,
       STATE_ROOT: `${root}/s`,
       RUNNER_MODE: "shared",
-      OPENCODE_BASE_URL: `http://127.0.0.1:${(broken.address() as net.AddressInfo).port}`,
+      OPENCODE_BASE_URL: broken.url,
     });
     try {
       const res = await post(bad.url, { model: "open-persona/build", messages: [{ role: "user", content: "hi" }] });
@@ -145,7 +136,6 @@ describe("runner failures (shared mode)", () => {
       expect((await res.json()).error.code).toBe("runner_bad_status");
     } finally {
       await bad.close();
-      broken.closeAllConnections();
       broken.close();
     }
   });
