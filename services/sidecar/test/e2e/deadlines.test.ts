@@ -105,6 +105,18 @@ describe("deadlines", () => {
 });
 
 describe("a failing model provider (AGENT_MAX_RETRIES=2)", () => {
+  // Deadlines far off: opencode's own backoff between retries (2 s, then 4 s without
+  // Retry-After) must not race the idle deadline of the suite above on a loaded machine.
+  let sidecar: InProcessSidecar;
+  beforeAll(async () => {
+    sidecar = await startSidecar(
+      scriptedEnv(model.baseURL, { TURN_IDLE_TIMEOUT_MS: "60000", TURN_MAX_MS: "120000", AGENT_MAX_RETRIES: "2" }),
+    );
+  });
+  afterAll(async () => {
+    await sidecar?.close();
+  });
+
   it("429 with Retry-After → HTTP 429 rate_limit_exceeded with Retry-After, naming provider and model", async () => {
     const marker = `rl-${randomUUID()}`;
     const res = await ask(sidecar.url, `${marker} ${say.fail(429, "Rate limit reached for requests", 1)}`, { stream: false });
