@@ -11,6 +11,7 @@ need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 { ldd "$(command -v busybox 2>/dev/null || echo /nonexistent)" 2>&1 || true; } | grep -q 'not a dynamic' || need_pkgs+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test-setup: installing ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -4,7 +4,7 @@
  */
 import { ConfigError, loadConfig, type Config } from "./config/config.js";
 import { createLogger } from "./log/logger.js";
-import { buildSidecar } from "./sidecar.js";
+import { buildSidecar, type Sidecar } from "./sidecar.js";
 
 let config: Config;
 try {
@@ -18,7 +18,17 @@ try {
 }
 
 const log = createLogger(config.logLevel);
-const sidecar = buildSidecar(config, log);
+let sidecar: Sidecar;
+try {
+  sidecar = buildSidecar(config, log);
+} catch (e) {
+  // Some settings can only be checked against the machine (e.g. whether bubblewrap runs).
+  if (e instanceof ConfigError) {
+    process.stderr.write(`open-persona: invalid configuration: ${e.message}\n`);
+    process.exit(2);
+  }
+  throw e;
+}
 
 await sidecar.start();
 const server = sidecar.app.listen(config.port, config.host, () => {

@@ -26,6 +26,10 @@ export interface Config {
   /** `local` mode: recycle opencode when idle above this resident size (it keeps what it grew to). */
   localMaxRssBytes?: number;
   localRecycleCheckMs: number;
+  /** `local` mode: bubblewrap sandbox per user — `auto` (when bwrap works), `on` (required), `off`. */
+  localSandbox: "auto" | "on" | "off";
+  /** The bwrap binary (LOCAL_SANDBOX_BWRAP). */
+  bwrapBinary: string;
   /** Environment handed to spawned runners: opencode's own config and provider keys. */
   runnerEnv: Record<string, string>;
   /** Gateway keys (Open WebUI's connection key): requests with one may name their user. */
@@ -287,6 +291,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     opencodeBinary: env.OPENCODE_BIN || undefined,
     localMaxRssBytes: env.LOCAL_RUNNER_MAX_RSS === "0" ? undefined : (bytes(env, "LOCAL_RUNNER_MAX_RSS") ?? 3 * 1024 ** 3),
     localRecycleCheckMs: int(env, "LOCAL_RUNNER_RECYCLE_CHECK_MS", 30_000, 100, 3_600_000),
+    localSandbox: oneOf(env, "LOCAL_SANDBOX", ["auto", "on", "off"] as const, "auto"),
+    bwrapBinary: env.LOCAL_SANDBOX_BWRAP || "bwrap",
     runnerEnv,
     gatewayKeys,
     userKeys,

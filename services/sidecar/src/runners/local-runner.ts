@@ -51,10 +51,11 @@ import type { UserSpace } from "../workspace/user-space.js";
 import { runnerProcessEnv } from "./opencode-config.js";
 import { freePort } from "./free-port.js";
 import { waitHealthy } from "./readiness.js";
+import { bwrapArgs } from "./sandbox.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
-const XDG_DIRS = ["data", "state", "cache", "home"] as const;
+const XDG_DIRS = ["data", "config", "state", "cache", "home"] as const;
 
 export interface LocalRunnerOptions {
   binary: string;
@@ -71,6 +72,8 @@ export interface LocalRunnerOptions {
   legacyDataDir?: string;
   /** XDG_CONFIG_HOME for every user's process (see the module comment). */
   sharedConfigDir: string;
+  /** Run each process in a bubblewrap sandbox (runners/sandbox.ts) with this bwrap binary. */
+  sandbox?: { bwrap: string };
 }
 
 /** One user's opencode process. */
@@ -264,11 +267,13 @@ export class LocalRunner implements Runner {
     const env = {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       ...runnerProcessEnv(this.opts.runnerEnv),
-      ...xdgEnv(root, this.opts.sharedConfigDir),
+      // Sandboxed, each user has their own config dir (see runners/sandbox.ts).
+      ...xdgEnv(root, this.opts.sandbox ? path.join(root, "config") : this.opts.sharedConfigDir),
       OPENCODE_SERVER_PASSWORD: password,
       OPENCODE_SERVER_USERNAME: "opencode",
     };
-    const proc = spawn(TIE_SCRIPT, [binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
+    const sandbox = this.opts.sandbox ? [this.opts.sandbox.bwrap, ...bwrapArgs({ workspaceDir: space.workspaceDir, dataDir: root, binary })] : [];
+    const proc = spawn(TIE_SCRIPT, [...sandbox, binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
       env,
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
@@ -286,7 +291,7 @@ export class LocalRunner implements Runner {
       this.onExit(inst, null, null);
     });
     this.live.set(hash, inst);
-    ulog.info({ pid: inst.pid, port }, "user opencode spawned");
+    ulog.info({ pid: inst.pid, port, sandboxed: !!this.opts.sandbox }, "user opencode spawned");
 
     inst.ready = (async () => {
       const client = new OpencodeClient(`http://127.0.0.1:${port}`, { username: "opencode", password });

@@ -4,10 +4,11 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import Docker from "dockerode";
-import type { Config } from "../config/config.js";
+import { ConfigError, type Config } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import { DockerRunner } from "./docker-runner.js";
 import { LocalRunner } from "./local-runner.js";
+import { sandboxProblem } from "./sandbox.js";
 import type { Runner } from "./runner.js";
 import { SharedRunner } from "./shared-runner.js";
 
@@ -25,6 +26,7 @@ export function createRunner(config: Config, log: Logger): Runner {
         recycleCheckMs: config.localRecycleCheckMs,
         legacyDataDir: path.join(config.stateRoot, "opencode"),
         sharedConfigDir: path.join(config.stateRoot, "opencode-config"),
+        sandbox: localSandbox(config, log),
       });
     case "shared":
       return new SharedRunner({
@@ -53,6 +55,26 @@ export function createRunner(config: Config, log: Logger): Runner {
       });
     }
   }
+}
+
+/**
+ * Whether local mode sandboxes each user (runners/sandbox.ts). Without bubblewrap, one local
+ * user on loopback (no keys) runs unsandboxed with a warning; users with keys are refused
+ * unless the operator turned the sandbox off explicitly.
+ */
+function localSandbox(config: Config, log: Logger): { bwrap: string } | undefined {
+  if (config.localSandbox === "off") {
+    if (config.gatewayKeys.length || config.userKeys.size) log.warn("LOCAL_SANDBOX=off: users are NOT isolated from each other, the sidecar or the host");
+    return undefined;
+  }
+  const problem = sandboxProblem(config.bwrapBinary);
+  if (!problem) return { bwrap: config.bwrapBinary };
+  const multiUser = config.gatewayKeys.length > 0 || config.userKeys.size > 0;
+  if (config.localSandbox === "on" || multiUser) {
+    throw new ConfigError("LOCAL_SANDBOX", `${problem}; local mode with keys needs the sandbox (or set LOCAL_SANDBOX=off to run users unisolated, or use RUNNER_MODE=docker)`);
+  }
+  log.warn({ reason: problem }, "local mode runs without a sandbox (one local user, loopback only)");
+  return undefined;
 }
 
 export function dockerClient(host?: string): Docker {

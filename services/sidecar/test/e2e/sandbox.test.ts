@@ -1,0 +1,127 @@
+/**
+ * Local mode's sandbox, tried as an attacker would: alice's agent, through its bash tool,
+ * goes after bob's files, the sidecar's secrets and state, bob's opencode server and the
+ * sidecar itself. Each attempt's tool output (what the model would see) must not carry the
+ * secret. The sidecar runs as its own process (dist/main.js), with real secrets in its
+ * environment, as in production.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { userHash } from "../../src/workspace/user-space.js";
+import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { opencodePids, scriptedEnv, spawnSidecar, tempDir, type ChildSidecar } from "../helpers/harness.js";
+
+let model: ScriptedModel;
+let sidecar: ChildSidecar;
+let env: Record<string, string>;
+const GATEWAY_KEY = `gw-${randomBytes(12).toString("hex")}`;
+const JWT_SECRET = `jwt-${randomBytes(12).toString("hex")}`;
+const keys = { alice: `ka-${randomBytes(12).toString("hex")}`, bob: `kb-${randomBytes(12).toString("hex")}` };
+const BOB_SECRET = `bob-only-${randomBytes(8).toString("hex")}`;
+
+beforeAll(async () => {
+  model = await startScriptedModel();
+  const keysFile = path.join(tempDir("op-keys-"), "keys.json");
+  fs.writeFileSync(keysFile, JSON.stringify({ [keys.alice]: "alice", [keys.bob]: "bob" }), { mode: 0o600 });
+  env = scriptedEnv(model.baseURL, { SIDECAR_USER_KEYS_FILE: keysFile, SIDECAR_API_KEYS: GATEWAY_KEY, OPENWEBUI_JWT_SECRET: JWT_SECRET });
+  sidecar = await spawnSidecar(env);
+  // bob chats first: his opencode runs, his files and session map exist.
+  await chat("bob", say.write("diary.txt", BOB_SECRET));
+});
+afterAll(async () => {
+  await sidecar?.stop();
+  await model?.close();
+});
+
+async function chat(user: keyof typeof keys, content: string): Promise<string> {
+  const res = await fetch(`${sidecar.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${keys[user]}`, "x-session-id": randomUUID() },
+    body: JSON.stringify({ model: "open-persona/build", messages: [{ role: "user", content }] }),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()).choices[0].message.content as string;
+}
+
+/** Runs `command` as alice's agent; returns the bash tool's output as the model received it. */
+async function asAlice(command: string): Promise<string> {
+  const marker = randomUUID();
+  await chat("alice", `${marker} ${say.bash(command)}`);
+  const followUp = model.requests.filter((r) => r.lastUserText.includes(marker)).at(-1)!;
+  const tool = followUp.body.messages.filter((m) => m.role === "tool").at(-1);
+  expect(tool, "the bash tool ran").toBeDefined();
+  return typeof tool!.content === "string" ? tool!.content : JSON.stringify(tool!.content);
+}
+
+const bobWorkspace = () => path.join(env.WORKSPACE_ROOT!, userHash("bob"));
+
+describe("local mode sandbox: alice's agent", () => {
+  it("runs sandboxed (each user's opencode under bwrap)", () => {
+    expect(sidecar.logs.some((l) => l.includes('"user opencode spawned"') && l.includes('"sandboxed":true'))).toBe(true);
+    expect(fs.readFileSync(path.join(bobWorkspace(), "diary.txt"), "utf8")).toBe(BOB_SECRET);
+  });
+
+  // Paths spelled out are refused by opencode's static external_directory check before
+  // anything runs; hidden in a variable or behind base64 they pass it: the sandbox must hold.
+  const hidden = (p: string) => `"$(echo ${Buffer.from(p).toString("base64")} | base64 -d)"`;
+
+  it("cannot read bob's workspace, by relative, hidden or encoded paths", async () => {
+    const bob = userHash("bob");
+    const out = await asAlice(
+      [`X=..; cat "$X/${bob}/diary.txt"`, `cat ${hidden(`../${bob}/diary.txt`)}`, `cat ${hidden(`${bobWorkspace()}/diary.txt`)}`, `Y=..; ls "$Y"`, "echo done"].join("; ") + " 2>&1",
+    );
+    expect(out).toContain("done");
+    expect(out).not.toContain(BOB_SECRET);
+    expect(out.match(/No such file or directory/g)).toHaveLength(3);
+    // The workspaces' parent holds only alice's own workspace.
+    expect(out.split("\n").filter((l) => /^[0-9a-f]{16}$/.test(l.trim()))).toEqual([userHash("alice")]);
+  });
+
+  it("cannot read the sidecar's environment or any other process's", async () => {
+    const out = await asAlice("for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>&1; ls /proc | grep -c '^[0-9]'; echo done");
+    expect(out).toContain("done");
+    for (const secret of [GATEWAY_KEY, JWT_SECRET, keys.alice, keys.bob]) expect(out).not.toContain(secret);
+    // Only the sandbox's own few processes are there (bwrap's init, opencode, the shell…).
+    const count = Number(out.trim().split("\n").at(-2));
+    expect(count).toBeLessThan(10);
+  });
+
+  it("cannot reach STATE_ROOT, the keys file or bob's session map", async () => {
+    const out = await asAlice(
+      [
+        `ls -la ${hidden(env.STATE_ROOT!)}`,
+        `cat ${hidden(`${env.STATE_ROOT}/users/${userHash("bob")}/sessions.json`)}`,
+        `cat ${hidden(env.SIDECAR_USER_KEYS_FILE!)}`,
+        `cat ${hidden(`${env.STATE_ROOT}/runner-secret`)}`,
+        "echo done",
+      ].join("; ") + " 2>&1",
+    );
+    expect(out).toContain("done");
+    expect(out).not.toContain(keys.bob);
+    expect(out).not.toContain("sessionId");
+    expect(out).not.toContain("ses_");
+  });
+
+  it("cannot use bob's opencode server without its password, and cannot learn it", async () => {
+    const [bobPid] = opencodePids(sidecar.proc.pid!).filter((p) => fs.readFileSync(`/proc/${p}/environ`, "utf8").includes(`/users/${userHash("bob")}/`));
+    expect(bobPid).toBeDefined();
+    const port = /--port\0(\d+)/.exec(fs.readFileSync(`/proc/${bobPid}/cmdline`, "utf8"))![1];
+    const out = await asAlice(
+      `exec 3<>/dev/tcp/127.0.0.1/${port} && printf 'GET /session HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && head -c 300 <&3; echo; echo done`,
+    );
+    expect(out).toContain("done");
+    expect(out).toMatch(/401/);
+    expect(out).not.toContain("ses_");
+  });
+
+  it("cannot call the sidecar as bob", async () => {
+    const port = new URL(sidecar.url).port;
+    const out = await asAlice(
+      `exec 3<>/dev/tcp/127.0.0.1/${port} && printf 'GET /v1/sync/status HTTP/1.0\\r\\nHost: x\\r\\nX-OpenWebUI-User-Id: bob\\r\\n\\r\\n' >&3 && head -c 300 <&3; echo; echo done`,
+    );
+    expect(out).toContain("done");
+    expect(out).toMatch(/401/);
+  });
+});
