@@ -9,13 +9,17 @@
  * Per user `h` (the user hash), a process:
  * - is started on the user's first request; concurrent first requests share one start
  *   (serialized per user, as in DockerRunner), and no process runs before anyone asks;
+ * - runs inside a bubblewrap sandbox (runners/sandbox.ts) where bwrap works: it sees its
+ *   own workspace and opencode dirs, read-only system dirs, nothing of the sidecar or of
+ *   other users; and inside its own cgroups (runners/cgroup-limits.ts) with RUNNER_MEMORY,
+ *   RUNNER_CPUS and RUNNER_PIDS as limits, where the sidecar may create cgroups;
  * - listens on its own loopback port behind its own random password (new at every start);
  * - keeps its data (sessions: opencode's SQLite database) under the user's state dir,
- *   `<STATE_ROOT>/users/<h>/opencode/{data,state,cache,home}`, so chats survive a stop, a
- *   crash and a sidecar restart. The config dir is one for all users (`sharedConfigDir`):
- *   opencode installs its plugin package (64 MB, ~10 s of CPU) into its config dir in the
- *   background, and once is enough. It holds no user data; issue 9's sandbox mounts it
- *   read-only, pre-seeded;
+ *   `<STATE_ROOT>/users/<h>/opencode/{data,config,state,cache,home}`, so chats survive a
+ *   stop, a crash and a sidecar restart. Sandboxed, the config dir is the user's own
+ *   (opencode writes to it, and installs its plugin package there in the background: 64 MB,
+ *   ~10 s of CPU at a user's first start). Unsandboxed, one config dir serves all users
+ *   (`sharedConfigDir`), so that install happens once;
  * - is stopped after `idleTimeoutMs` (RUNNER_IDLE_TIMEOUT) without a turn, and only when no
  *   turn is in flight (`use()`); with `maxRssBytes` set it is also stopped ("recycled") once
  *   it has grown past that size between turns (opencode does not give memory back). Either
@@ -25,12 +29,10 @@
  * - never outlives the sidecar, not even a SIGKILL of it: it is tied to the sidecar through
  *   a stdin pipe (bin/tie-to-parent.sh).
  *
- * What this isolates: each user's sessions, opencode data and server (another user's process
- * has a different port and password), and each user's load (a busy user has their own
- * process). What it does not: there is still no sandbox. The agent's bash tool runs as the
- * sidecar's Unix user and can read any path that user can — other users' workspaces and
- * state, the sidecar's files and /proc included. Issue 9 puts each process in a bubblewrap
- * sandbox; until then use `RUNNER_MODE=docker` when users must not trust each other.
+ * Without the sandbox (LOCAL_SANDBOX=off, or no bwrap with a single loopback user) the
+ * agent's bash tool runs as the sidecar's Unix user and can read whatever that user can:
+ * other workspaces, STATE_ROOT, /proc. registry.ts refuses that when users have keys unless
+ * the operator turned the sandbox off explicitly.
  *
  * Up to issue 8 all users shared one process with its data in `STATE_ROOT/opencode`. Sessions
  * there are not found by the per-user processes: the chat code recreates a lost session,
@@ -52,6 +54,7 @@ import { runnerProcessEnv } from "./opencode-config.js";
 import { freePort } from "./free-port.js";
 import { waitHealthy } from "./readiness.js";
 import { bwrapArgs } from "./sandbox.js";
+import type { CgroupLimiter, ProcessLimits, UserCgroup } from "./cgroup-limits.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
@@ -74,6 +77,8 @@ export interface LocalRunnerOptions {
   sharedConfigDir: string;
   /** Run each process in a bubblewrap sandbox (runners/sandbox.ts) with this bwrap binary. */
   sandbox?: { bwrap: string };
+  /** Put each user's processes in their own cgroups with these limits (runners/cgroup-limits.ts). */
+  limits?: { limiter: CgroupLimiter; perUser: ProcessLimits };
 }
 
 /** One user's opencode process. */
@@ -83,6 +88,8 @@ interface Instance {
   readonly proc: ChildProcess;
   readonly pid: number;
   readonly startedAt: number;
+  /** The user's cgroups, when limits apply; removed once the process has exited. */
+  readonly cgroup?: UserCgroup;
   ready: Promise<RunnerEndpoint>;
   endpoint?: RunnerEndpoint;
   /** Requests served (for the log). */
@@ -183,6 +190,7 @@ export class LocalRunner implements Runner {
     clearInterval(this.reaper);
     clearInterval(this.recycleTimer);
     await Promise.all([...this.live.values()].map((inst) => this.retire(inst)));
+    this.opts.limits?.limiter.close();
   }
 
   /**
@@ -261,6 +269,8 @@ export class LocalRunner implements Runner {
     const root = path.join(space.stateDir, "opencode");
     for (const d of XDG_DIRS) fs.mkdirSync(path.join(root, d), { recursive: true, mode: 0o700 });
     fs.mkdirSync(this.opts.sharedConfigDir, { recursive: true, mode: 0o700 });
+    // The sandbox mounts it: it must exist before the user's first file does.
+    fs.mkdirSync(space.workspaceDir, { recursive: true });
     const port = await freePort();
     this.assertRunning();
     const password = randomBytes(24).toString("base64url");
@@ -273,13 +283,26 @@ export class LocalRunner implements Runner {
       OPENCODE_SERVER_USERNAME: "opencode",
     };
     const sandbox = this.opts.sandbox ? [this.opts.sandbox.bwrap, ...bwrapArgs({ workspaceDir: space.workspaceDir, dataDir: root, binary })] : [];
-    const proc = spawn(TIE_SCRIPT, [...sandbox, binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
+    const cgroup = this.opts.limits?.limiter.forUser(hash, this.opts.limits.perUser);
+    const joinCgroups = cgroup?.procsFiles.flatMap((f) => ["--cgroup", f]) ?? [];
+    const proc = spawn(TIE_SCRIPT, [...joinCgroups, ...sandbox, binary, "serve", "--hostname", "127.0.0.1", "--port", String(port)], {
       env,
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
     });
     const startedAt = Date.now();
-    const inst: Instance = { hash, proc, pid: proc.pid ?? -1, startedAt, ready: undefined!, turns: 0, lastUsed: startedAt, exited: false, retiring: false };
+    const inst: Instance = {
+      hash,
+      proc,
+      pid: proc.pid ?? -1,
+      startedAt,
+      cgroup,
+      ready: undefined!,
+      turns: 0,
+      lastUsed: startedAt,
+      exited: false,
+      retiring: false,
+    };
     const ulog = log.child({ runner: "local", user: hash });
     for (const stream of [proc.stdout!, proc.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => ulog.debug({ line }, "opencode output"));
@@ -291,7 +314,7 @@ export class LocalRunner implements Runner {
       this.onExit(inst, null, null);
     });
     this.live.set(hash, inst);
-    ulog.info({ pid: inst.pid, port, sandboxed: !!this.opts.sandbox }, "user opencode spawned");
+    ulog.info({ pid: inst.pid, port, sandboxed: !!this.opts.sandbox, limited: !!cgroup }, "user opencode spawned");
 
     inst.ready = (async () => {
       const client = new OpencodeClient(`http://127.0.0.1:${port}`, { username: "opencode", password });
@@ -321,6 +344,7 @@ export class LocalRunner implements Runner {
   private onExit(inst: Instance, code: number | null, signal: NodeJS.Signals | null): void {
     if (inst.exited) return;
     inst.exited = true;
+    inst.cgroup?.remove();
     // Final: turns running on it end with stream.lost (chat/agent-run.ts).
     inst.endpoint?.events.close();
     if (this.live.get(inst.hash) === inst) this.live.delete(inst.hash);

@@ -72,8 +72,10 @@ describe("one opencode per user", () => {
       ["alice", "bob"].map((u) => path.join(space(u).stateDir, "opencode", "data")).sort(),
     );
     expect(new Set(views.map((v) => v.env.OPENCODE_SERVER_PASSWORD)).size).toBe(2);
-    // One config dir for all: opencode installs its plugin package there once, not per user.
-    expect(views.map((v) => v.env.XDG_CONFIG_HOME)).toEqual(Array(2).fill(path.join(sidecar.config.stateRoot, "opencode-config")));
+    // Sandboxed (bubblewrap is installed by the test setup), each user has their own config
+    // dir: a shared writable one would let one user's agent plant a plugin in everyone's.
+    expect(sidecar.logs.filter((l) => l.includes('"user opencode spawned"')).every((l) => l.includes('"sandboxed":true'))).toBe(true);
+    expect(views.map((v) => v.env.XDG_CONFIG_HOME).sort()).toEqual(["alice", "bob"].map((u) => path.join(space(u).stateDir, "opencode", "config")).sort());
     expect(new Set(views.map((v) => v.port)).size).toBe(2);
     for (const u of ["alice", "bob"]) expect(fs.existsSync(path.join(space(u).stateDir, "opencode", "data", "opencode", "opencode.db"))).toBe(true);
 

@@ -25,7 +25,14 @@ beforeAll(async () => {
   model = await startScriptedModel();
   const keysFile = path.join(tempDir("op-keys-"), "keys.json");
   fs.writeFileSync(keysFile, JSON.stringify({ [keys.alice]: "alice", [keys.bob]: "bob" }), { mode: 0o600 });
-  env = scriptedEnv(model.baseURL, { SIDECAR_USER_KEYS_FILE: keysFile, SIDECAR_API_KEYS: GATEWAY_KEY, OPENWEBUI_JWT_SECRET: JWT_SECRET });
+  env = scriptedEnv(model.baseURL, {
+    SIDECAR_USER_KEYS_FILE: keysFile,
+    SIDECAR_API_KEYS: GATEWAY_KEY,
+    OPENWEBUI_JWT_SECRET: JWT_SECRET,
+    // opencode alone: ~40 threads and ~0.7 GiB.
+    RUNNER_PIDS: "200",
+    RUNNER_MEMORY: "2g",
+  });
   sidecar = await spawnSidecar(env);
   // bob chats first: his opencode runs, his files and session map exist.
   await chat("bob", say.write("diary.txt", BOB_SECRET));
@@ -53,6 +60,22 @@ async function asAlice(command: string): Promise<string> {
   const tool = followUp.body.messages.filter((m) => m.role === "tool").at(-1);
   expect(tool, "the bash tool ran").toBeDefined();
   return typeof tool!.content === "string" ? tool!.content : JSON.stringify(tool!.content);
+}
+
+/** The user's opencode process (inside its sandbox), seen from the host. */
+function opencodePidOf(user: string): number {
+  const [pid] = opencodePids(sidecar.proc.pid!).filter((p) => fs.readFileSync(`/proc/${p}/environ`, "utf8").includes(`/users/${userHash(user)}/`));
+  expect(pid, `${user}'s opencode runs`).toBeDefined();
+  return pid!;
+}
+
+/** A cgroup v1 controller's directory for the process (the layout runners/cgroup-limits.ts uses here). */
+function cgroupDir(pid: number, controller: "pids" | "memory"): string {
+  const line = fs
+    .readFileSync(`/proc/${pid}/cgroup`, "utf8")
+    .split("\n")
+    .find((l) => l.split(":")[1]?.split(",").includes(controller));
+  return path.join("/sys/fs/cgroup", controller, line!.split(":")[2]!);
 }
 
 const bobWorkspace = () => path.join(env.WORKSPACE_ROOT!, userHash("bob"));
@@ -105,9 +128,7 @@ describe("local mode sandbox: alice's agent", () => {
   });
 
   it("cannot use bob's opencode server without its password, and cannot learn it", async () => {
-    const [bobPid] = opencodePids(sidecar.proc.pid!).filter((p) => fs.readFileSync(`/proc/${p}/environ`, "utf8").includes(`/users/${userHash("bob")}/`));
-    expect(bobPid).toBeDefined();
-    const port = /--port\0(\d+)/.exec(fs.readFileSync(`/proc/${bobPid}/cmdline`, "utf8"))![1];
+    const port = /--port\0(\d+)/.exec(fs.readFileSync(`/proc/${opencodePidOf("bob")}/cmdline`, "utf8"))![1];
     const out = await asAlice(
       `exec 3<>/dev/tcp/127.0.0.1/${port} && printf 'GET /session HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3 && head -c 300 <&3; echo; echo done`,
     );
@@ -123,5 +144,49 @@ describe("local mode sandbox: alice's agent", () => {
     );
     expect(out).toContain("done");
     expect(out).toMatch(/401/);
+  });
+});
+
+describe("local mode limits (RUNNER_PIDS=200, RUNNER_MEMORY=2g): alice's agent", () => {
+  it("puts each user in their own cgroups, with the limits set", () => {
+    expect(sidecar.logs.some((l) => l.includes('"per-user limits in local mode"'))).toBe(true);
+    const alice = cgroupDir(opencodePidOf("alice"), "pids");
+    expect(alice).not.toBe(cgroupDir(opencodePidOf("bob"), "pids"));
+    expect(fs.readFileSync(path.join(alice, "pids.max"), "utf8").trim()).toBe("200");
+    expect(Number(fs.readFileSync(path.join(cgroupDir(opencodePidOf("alice"), "memory"), "memory.limit_in_bytes"), "utf8"))).toBe(2 * 1024 ** 3);
+  });
+
+  it("runs a fork bomb into its process limit while bob's chat still answers", async () => {
+    const pids = cgroupDir(opencodePidOf("alice"), "pids");
+    const hitsBefore = Number(/max (\d+)/.exec(fs.readFileSync(path.join(pids, "pids.events"), "utf8"))![1]);
+    // A real fork bomb, made to collapse after 12 s so that the suite can go on. The shell
+    // around it waits and stops it with builtins only (reads on a fifo, a redirect): while
+    // the bomb runs no fork succeeds.
+    const bomb = asAlice(
+      "mkfifo /tmp/f; exec 9<>/tmp/f; b(){ [ -e /tmp/stop ] && return; b | b & }; (b) 2>/dev/null; read -t 12 -u 9; : > /tmp/stop; read -t 5 -u 9; echo bomb-over",
+    );
+    await new Promise((r) => setTimeout(r, 4000));
+    const started = Date.now();
+    const bob = await chat("bob", say.text("bob still answers"));
+    const bobMs = Date.now() - started;
+    expect(bob).toContain("bob still answers");
+    expect(await bomb).toContain("bomb-over");
+    const hits = Number(/max (\d+)/.exec(fs.readFileSync(path.join(pids, "pids.events"), "utf8"))![1]);
+    expect(hits, "forks refused at pids.max").toBeGreaterThan(hitsBefore);
+    expect(bobMs).toBeLessThan(60_000);
+  });
+
+  it("has a memory hog killed inside its own limit; its opencode and bob go on", async () => {
+    expect(await asAlice("echo warm")).toContain("warm");
+    const memory = cgroupDir(opencodePidOf("alice"), "memory");
+    const pidBefore = opencodePidOf("alice");
+    // `tail` keeps a line in memory, and /dev/zero has no line ends.
+    const out = await asAlice("head -c 6G /dev/zero | tail > /dev/null; echo hog-exit=$?");
+    expect(out).toMatch(/hog-exit=137/);
+    // Killed by the OOM killer of alice's own cgroup (with swap accounting, failcnt stays 0).
+    expect(Number(/oom_kill (\d+)/.exec(fs.readFileSync(path.join(memory, "memory.oom_control"), "utf8"))![1])).toBeGreaterThan(0);
+    expect(Number(fs.readFileSync(path.join(memory, "memory.max_usage_in_bytes"), "utf8"))).toBeLessThanOrEqual(2 * 1024 ** 3);
+    expect(opencodePidOf("alice")).toBe(pidBefore);
+    expect(await chat("bob", say.text("bob after the hog"))).toContain("bob after the hog");
   });
 });

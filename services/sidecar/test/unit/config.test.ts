@@ -293,3 +293,35 @@ describe("opencode configuration", () => {
     expect(loadConfig({}).shutdownGraceMs).toBe(30_000);
   });
 });
+
+describe("secrets from files (<NAME>_FILE)", () => {
+  it("reads each secret from its file, dropping one trailing newline, and forwards neither form to runners", () => {
+    const config = loadConfig(
+      {
+        SIDECAR_API_KEYS_FILE: keysFile("gw-key-1,gw-key-2\n"),
+        OPENWEBUI_JWT_SECRET_FILE: keysFile("a-jwt-secret-of-32-characters!!!\n"),
+        RUNNER_SECRET_FILE: keysFile("runner-secret-0123456789"),
+        OPENCODE_SERVER_PASSWORD_FILE: keysFile("oc-pass\n"),
+        OPENAI_API_KEY: "sk-model",
+      },
+      CWD,
+    );
+    expect(config.gatewayKeys).toEqual(["gw-key-1", "gw-key-2"]);
+    expect(config.openwebuiJwtSecret).toBe("a-jwt-secret-of-32-characters!!!");
+    expect(config.docker.secret).toBe("runner-secret-0123456789");
+    expect(config.opencodeServerPassword).toBe("oc-pass");
+    expect(config.runnerEnv).toEqual({ OPENAI_API_KEY: "sk-model" });
+  });
+
+  it("applies the same checks as to the variable itself", () => {
+    expect(configError({ RUNNER_SECRET_FILE: keysFile("short\n") }).variable).toBe("RUNNER_SECRET");
+  });
+
+  it("refuses a missing or empty file, and both forms at once", () => {
+    expect(configError({ OPENWEBUI_JWT_SECRET_FILE: "/nonexistent/secret" }).message).toContain("ENOENT");
+    expect(configError({ SIDECAR_API_KEYS_FILE: keysFile("\n") }).message).toContain("is empty");
+    const both = configError({ SIDECAR_API_KEYS: "k", SIDECAR_API_KEYS_FILE: keysFile("k2") });
+    expect(both.variable).toBe("SIDECAR_API_KEYS_FILE");
+    expect(both.message).toContain("not both");
+  });
+});
