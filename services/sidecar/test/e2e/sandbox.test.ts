@@ -5,13 +5,14 @@
  * secret. The sidecar runs as its own process (dist/main.js), with real secrets in its
  * environment, as in production.
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { userHash } from "../../src/workspace/user-space.js";
 import { say, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
-import { opencodePids, scriptedEnv, spawnSidecar, tempDir, type ChildSidecar } from "../helpers/harness.js";
+import { opencodePids, scriptedEnv, SIDECAR_DIR, spawnSidecar, startSidecar, tempDir, type ChildSidecar } from "../helpers/harness.js";
 
 let model: ScriptedModel;
 let sidecar: ChildSidecar;
@@ -188,5 +189,51 @@ describe("local mode limits (RUNNER_PIDS=200, RUNNER_MEMORY=2g): alice's agent",
     expect(Number(fs.readFileSync(path.join(memory, "memory.max_usage_in_bytes"), "utf8"))).toBeLessThanOrEqual(2 * 1024 ** 3);
     expect(opencodePidOf("alice")).toBe(pidBefore);
     expect(await chat("bob", say.text("bob after the hog"))).toContain("bob after the hog");
+  });
+});
+
+describe("where bubblewrap cannot run (LOCAL_SANDBOX_BWRAP names a missing binary)", () => {
+  const noBwrap = (extra: Record<string, string> = {}) => scriptedEnv(model.baseURL, { LOCAL_SANDBOX_BWRAP: "/nonexistent/bwrap", ...extra });
+
+  it("refuses to start with keys, saying why and what to do", () => {
+    const r = spawnSync(process.execPath, [path.join(SIDECAR_DIR, "dist/main.js")], {
+      env: { PATH: process.env.PATH ?? "", PORT: "0", ...noBwrap({ SIDECAR_API_KEYS: GATEWAY_KEY }) },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("LOCAL_SANDBOX");
+    expect(r.stderr).toContain("apt install bubblewrap");
+    expect(r.stderr).toContain("LOCAL_SANDBOX=off");
+    expect(r.stderr + r.stdout).not.toContain(GATEWAY_KEY);
+  });
+
+  it("runs users unsandboxed with keys only when LOCAL_SANDBOX=off says so, and warns", async () => {
+    const sc = await startSidecar(noBwrap({ SIDECAR_API_KEYS: GATEWAY_KEY, LOCAL_SANDBOX: "off" }));
+    try {
+      expect(sc.logs.some((l) => l.includes("users are NOT isolated"))).toBe(true);
+    } finally {
+      await sc.close();
+    }
+  });
+
+  it("serves a single loopback user without keys unsandboxed, with a warning", async () => {
+    const sc = await startSidecar(noBwrap());
+    try {
+      expect(sc.logs.some((l) => l.includes("local mode runs without a sandbox"))).toBe(true);
+      const res = await fetch(`${sc.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "open-persona/build", messages: [{ role: "user", content: say.text("unsandboxed") }] }),
+      });
+      expect((await res.json()).choices[0].message.content).toContain("unsandboxed");
+      expect(sc.logs.some((l) => l.includes('"user opencode spawned"') && l.includes('"sandboxed":false'))).toBe(true);
+    } finally {
+      await sc.close();
+    }
+  });
+
+  it("refuses LOCAL_SANDBOX=on", async () => {
+    await expect(startSidecar(noBwrap({ LOCAL_SANDBOX: "on" }))).rejects.toThrow(/LOCAL_SANDBOX: bubblewrap \(\/nonexistent\/bwrap\) cannot run: ENOENT/);
   });
 });
