@@ -68,7 +68,8 @@ export async function containerSample(docker: Docker, id: string): Promise<Runne
 }
 
 /**
- * Removes the bench users' containers (running or not) and data volumes, then the network.
+ * Removes the bench users' containers (running or not), data volumes and networks, then the
+ * shared network of older sidecars.
  * Runs after the docker-mode sidecar is stopped, so nothing recreates them meanwhile. Each
  * step tolerates "already gone"; any other failure is reported, not thrown, so that one stuck
  * resource does not leave the others behind.
@@ -89,6 +90,8 @@ export async function removeBenchResources(docker: Docker, hashes: readonly stri
     // By name too: a create the engine finished after the listing still carries this name.
     await attempt(`container ${DockerRunner.containerName(hash)}`, () => docker.getContainer(DockerRunner.containerName(hash)).remove({ force: true }));
     await attempt(`volume ${DockerRunner.volumeName(hash)}`, () => docker.getVolume(DockerRunner.volumeName(hash)).remove());
+    // Each user's runner has its own network, `<RUNNER_NETWORK>-<hash>` (runners/docker-network.ts).
+    await attempt(`network ${network}-${hash}`, () => docker.getNetwork(`${network}-${hash}`).remove());
   }
   await attempt(`network ${network}`, () => docker.getNetwork(network).remove());
   return problems;

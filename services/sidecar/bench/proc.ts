@@ -4,6 +4,7 @@
  */
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import { descendants } from "../test/helpers/harness.js";
 
 /** Clock ticks per second, the unit of utime/stime in /proc/<pid>/stat. */
 const CLK_TCK = (() => {
@@ -68,4 +69,46 @@ export function sampleRss(pid: number, everyMs = 100): RssSampler {
 export function pssBytes(pid: number): number {
   const m = /^Pss:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
   return m ? Number(m[1]) * 1024 : 0;
+}
+
+/**
+ * CPU time of the process plus what its reaped children used (cutime + cstime), in ms: summed
+ * over a live process tree, every process that ever ran in it counts once (short-lived helpers,
+ * such as the package install opencode runs, included).
+ */
+function cpuWithReapedMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  // utime, stime, cutime, cstime: fields 14–17, indexes 11–14 after the command name.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK;
+}
+
+/** One reading of a process and all its descendants. */
+export interface TreeReading {
+  pids: number[];
+  /** CPU used so far by the tree, reaped children included, ms. */
+  cpuMs: number;
+  /** Summed Pss: what the tree holds, its share of pages shared with other processes counted in part. */
+  pssBytes: number;
+  /** Summed VmRSS (counts shared pages once per process: an upper bound). */
+  rssBytes: number;
+}
+
+/** Reads `root` and its descendants; processes that end meanwhile are skipped. */
+export function treeReading(root: number): TreeReading {
+  const reading: TreeReading = { pids: [], cpuMs: 0, pssBytes: 0, rssBytes: 0 };
+  for (const pid of [root, ...descendants(root)]) {
+    try {
+      const cpu = cpuWithReapedMs(pid);
+      const pss = pssBytes(pid);
+      const rss = rssBytes(pid);
+      reading.pids.push(pid);
+      reading.cpuMs += cpu;
+      reading.pssBytes += pss;
+      reading.rssBytes += rss;
+    } catch {
+      /* ended while we looked */
+    }
+  }
+  return reading;
 }

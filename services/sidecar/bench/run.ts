@@ -12,6 +12,10 @@
  * - Runner modes (runner-modes.ts): cold start, warm first token and memory per runner of
  *   RUNNER_MODE=docker against RUNNER_MODE=local. Needs a Docker engine and the runner image;
  *   without them only the local mode is measured, and BENCH_DOCKER=0 skips the phase.
+ * - Isolation (isolation.ts), with BENCH_RUNNERS=1: one user's runner side by side in each
+ *   isolating mode — local sandboxed (bubblewrap), local unsandboxed, docker: cold start, warm
+ *   first token, CPU (the per-user plugin install included), PSS per idle user, and a second
+ *   start of the same users on their kept data. BENCH_COLD_USERS users per mode; 3–5 min on 2 cores.
  * - Concurrency sweep (sweep.ts): N = 1, 10, 20, 40, 80 concurrent streaming chats through a
  *   local-mode sidecar (N users: one opencode each) and against one opencode called directly:
  *   time to first token, inter-token gap, total, sidecar and opencode CPU. BENCH_SWEEP sets
@@ -20,7 +24,7 @@
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
- * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1), BENCH_SYNC (1), BENCH_SYNC_WRITES (20),
+ * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1), BENCH_RUNNERS (0), BENCH_SYNC (1), BENCH_SYNC_WRITES (20),
  * BENCH_SYNC_ITERATIONS (15), BENCH_SWEEP (1,10,20,40,80), BENCH_SWEEP_MAX_USERS; RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
  * docker-mode sidecar, OPENWEBUI_SYNC_DEBOUNCE_MS the sync phase's first sidecar.
  * Prints a report and writes it as JSON to bench/results/latest.json.
@@ -34,6 +38,8 @@ import { say, startScriptedModel } from "../test/fixtures/scripted-model.js";
 import { scriptedEnv, tempDir } from "../test/helpers/harness.js";
 import { launchDirect, type DirectOpencode } from "./direct.js";
 import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
+import { renderIsolation } from "./isolation-report.js";
+import { isolationNotRun, isolationPhase, type Isolation, type IsolationContext } from "./isolation.js";
 import { renderRunnerModes } from "./runner-modes-report.js";
 import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
 import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
@@ -60,6 +66,7 @@ const SYNC_WRITES = envInt("BENCH_SYNC_WRITES", 20, 1, 1000);
 const SYNC_ITERATIONS = envInt("BENCH_SYNC_ITERATIONS", 15, 1, 1000);
 const SWEEP = sweepPoints(process.env.BENCH_SWEEP);
 const SWEEP_MAX_USERS = envInt("BENCH_SWEEP_MAX_USERS", 500, 1, 500);
+const RUNNERS = envInt("BENCH_RUNNERS", 0, 0, 1) === 1;
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -75,7 +82,9 @@ const BENCH_TIMEOUT_MS =
   (10 + COLD_USERS) * 60_000 +
   (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000 +
   // The sweep: a cold start and a settle per user, then a few rounds of streams per N.
-  (SWEEP.length ? 5 * 60_000 + Math.max(...SWEEP) * 10_000 + SWEEP.length * 60_000 : 0);
+  (SWEEP.length ? 5 * 60_000 + Math.max(...SWEEP) * 10_000 + SWEEP.length * 60_000 : 0) +
+  // Isolation: per user and mode, a cold start and a restart, each waiting up to a minute for quiet.
+  (RUNNERS ? 2 * 60_000 + 3 * 2 * COLD_USERS * 90_000 : 0);
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -283,6 +292,7 @@ function render(
   sweep: SweepFigures,
   sync: SyncFigures,
   modes: RunnerModes,
+  isolation: Isolation,
 ): string {
   const f = (n: number) => n.toFixed(1).padStart(8);
   const row = (label: string, s: PathStats) =>
@@ -321,6 +331,8 @@ function render(
     ...renderSync(sync),
     "",
     ...renderRunnerModes(modes),
+    "",
+    ...renderIsolation(isolation),
   ].join("\n");
 }
 
@@ -342,6 +354,20 @@ async function runnerModesPhase(): Promise<{ modes: RunnerModes; failed: boolean
     if (cleaning) throw e; // a signal or the watchdog: the run is over anyway
     log(`runner modes failed: ${(e as Error).stack ?? String(e)}`);
     return { modes: failedRunnerModes(ctx, e), failed: true };
+  }
+}
+
+/** Like the runner-modes phase; a mode that fails is reported in its column, the others go on. */
+async function isolationPhaseOrFailure(): Promise<{ isolation: Isolation; failed: boolean }> {
+  const ctx: IsolationContext = { users: COLD_USERS, apiKey: API_KEY, defer: (fn) => cleanups.push(fn), log };
+  if (!RUNNERS) return { isolation: isolationNotRun(ctx, { off: "BENCH_RUNNERS=1 runs it" }), failed: false };
+  try {
+    const isolation = await isolationPhase(ctx);
+    return { isolation, failed: Object.values(isolation.modes).some((m) => m.error) };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`isolation failed: ${(e as Error).stack ?? String(e)}`);
+    return { isolation: isolationNotRun(ctx, { error: e }), failed: true };
   }
 }
 
@@ -420,6 +446,7 @@ async function main(): Promise<boolean> {
   // The sync phase stops its sidecars when it ends: the runner modes' cold starts need quiet.
   const sync = await syncPhaseOrFailure();
   const { modes, failed } = await runnerModesPhase();
+  const isolation = await isolationPhaseOrFailure();
   const goals = targets(lat);
   const meta = {
     date: new Date().toISOString(),
@@ -436,12 +463,12 @@ async function main(): Promise<boolean> {
     sweep: SWEEP.join(","),
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, sweep.sweep, sync.sync, modes) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed && !sync.failed && !sweep.failed;
+  return !failed && !sync.failed && !sweep.failed && !isolation.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

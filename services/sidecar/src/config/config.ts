@@ -7,6 +7,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { buildOpencodeConfig } from "../runners/opencode-config.js";
+import { parseSubnetPool, type SubnetPool } from "../runners/docker-subnets.js";
 
 export type RunnerMode = "local" | "shared" | "docker";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -30,6 +31,11 @@ export interface Config {
   localSandbox: "auto" | "on" | "off";
   /** The bwrap binary (LOCAL_SANDBOX_BWRAP). */
   bwrapBinary: string;
+  /**
+   * Each user's runner may use at most this much (RUNNER_MEMORY, RUNNER_CPUS, RUNNER_PIDS):
+   * enforced by the engine in docker mode and by cgroups in local mode.
+   */
+  runnerLimits: { memoryBytes?: number; cpus?: number; pids: number };
   /** Environment handed to spawned runners: opencode's own config and provider keys. */
   runnerEnv: Record<string, string>;
   /** Gateway keys (Open WebUI's connection key): requests with one may name their user. */
@@ -83,7 +89,14 @@ export interface DockerRunnerConfig {
   /** From DOCKER_HOST (unix:// or tcp://); default: the local socket. */
   host?: string;
   image: string;
+  /** RUNNER_NETWORK: prefix of the per-user networks `<prefix>-<user hash>` (see docs/isolation.md). */
   network: string;
+  /** RUNNER_SUBNET_POOL cut into RUNNER_SUBNET_PREFIX pieces: one subnet per user network. */
+  subnetPool: SubnetPool;
+  /** RUNNER_RUNTIME: OCI runtime of runner containers (e.g. `runsc`); undefined: the engine's default. */
+  runtime?: string;
+  /** SIDECAR_CONTAINER: `auto` (detect), `none` (on the host) or the sidecar's container name/id. */
+  selfContainer: string;
   /** Where the Docker engine finds WORKSPACE_ROOT (differs when the sidecar runs in a container). */
   workspaceHostRoot: string;
   user: string;
@@ -201,6 +214,12 @@ const SIDECAR_ONLY = new Set([
   "RUNNER_SECRET",
   "OPENCODE_BASE_URL",
   "OPENCODE_SERVER_PASSWORD",
+  // Paths, but of the secrets above.
+  "SIDECAR_API_KEYS_FILE",
+  "OPENWEBUI_API_KEY_FILE",
+  "OPENWEBUI_JWT_SECRET_FILE",
+  "RUNNER_SECRET_FILE",
+  "OPENCODE_SERVER_PASSWORD_FILE",
 ]);
 
 function dockerUser(env: Env): string {
@@ -210,7 +229,49 @@ function dockerUser(env: Env): string {
   return raw;
 }
 
-export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+/**
+ * Secrets that may come from a file instead (`<NAME>_FILE`, as Docker and Kubernetes mount
+ * them), so they need not sit in the sidecar's environment. A runner never gets either form.
+ */
+const SECRET_FILE_VARS = ["SIDECAR_API_KEYS", "OPENWEBUI_JWT_SECRET", "RUNNER_SECRET", "OPENWEBUI_API_KEY", "OPENCODE_SERVER_PASSWORD"] as const;
+
+/** `env` with each `<NAME>_FILE` read into `<NAME>` (one trailing newline dropped). */
+export function withSecretFiles(env: Env): Env {
+  const out: Env = { ...env };
+  for (const name of SECRET_FILE_VARS) {
+    const file = env[`${name}_FILE`];
+    if (!file) continue;
+    if (env[name]) throw new ConfigError(`${name}_FILE`, `set either ${name} or ${name}_FILE, not both`);
+    try {
+      out[name] = fs.readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch (e) {
+      throw new ConfigError(`${name}_FILE`, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (!out[name]) throw new ConfigError(`${name}_FILE`, `${file} is empty`);
+  }
+  return out;
+}
+
+/** A Docker object name (network, runtime, container): letters, digits, `_.-`. */
+function dockerName(env: Env, name: string, fallback: string): string {
+  const raw = env[name] || fallback;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(raw)) throw new ConfigError(name, `must be a Docker name (letters, digits, _ . -), got "${raw}"`);
+  return raw;
+}
+
+/** RUNNER_SUBNET_POOL (default 10.213.0.0/16) split into /RUNNER_SUBNET_PREFIX (default 28) subnets. */
+function subnetPool(env: Env): SubnetPool {
+  const prefix = int(env, "RUNNER_SUBNET_PREFIX", 28, 8, 29);
+  const cidr = env.RUNNER_SUBNET_POOL || "10.213.0.0/16";
+  try {
+    return parseSubnetPool(cidr, prefix);
+  } catch (e) {
+    throw new ConfigError(env.RUNNER_SUBNET_PREFIX && /prefix/.test((e as Error).message) ? "RUNNER_SUBNET_PREFIX" : "RUNNER_SUBNET_POOL", (e as Error).message);
+  }
+}
+
+export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Config {
+  const env = withSecretFiles(rawEnv);
   const host = env.HOST || "127.0.0.1";
   const gatewayKeys = (env.SIDECAR_API_KEYS ?? "")
     .split(",")
@@ -293,6 +354,12 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     localRecycleCheckMs: int(env, "LOCAL_RUNNER_RECYCLE_CHECK_MS", 30_000, 100, 3_600_000),
     localSandbox: oneOf(env, "LOCAL_SANDBOX", ["auto", "on", "off"] as const, "auto"),
     bwrapBinary: env.LOCAL_SANDBOX_BWRAP || "bwrap",
+    runnerLimits: {
+      memoryBytes: bytes(env, "RUNNER_MEMORY"),
+      cpus: (cpus(env, "RUNNER_CPUS") ?? 0) / 1e9 || undefined,
+      // opencode alone runs ~40 threads; a fork bomb must stop long before the host's limit.
+      pids: int(env, "RUNNER_PIDS", 1024, 16, 1_000_000),
+    },
     runnerEnv,
     gatewayKeys,
     userKeys,
@@ -314,12 +381,15 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     docker: {
       host: env.DOCKER_HOST || undefined,
       image: env.RUNNER_IMAGE || "open-persona-runner:latest",
-      network: env.RUNNER_NETWORK || "open-persona-runners",
+      network: dockerName(env, "RUNNER_NETWORK", "open-persona-runners"),
+      subnetPool: subnetPool(env),
+      runtime: env.RUNNER_RUNTIME ? dockerName(env, "RUNNER_RUNTIME", "") : undefined,
+      selfContainer: dockerName(env, "SIDECAR_CONTAINER", "auto"),
       workspaceHostRoot: env.WORKSPACE_HOST_ROOT ? path.resolve(env.WORKSPACE_HOST_ROOT) : workspaceRoot,
       user: dockerUser(env),
       memoryBytes: bytes(env, "RUNNER_MEMORY"),
       nanoCpus: cpus(env, "RUNNER_CPUS"),
-      pidsLimit: env.RUNNER_PIDS ? int(env, "RUNNER_PIDS", 0, 16, 1_000_000) : undefined,
+      pidsLimit: int(env, "RUNNER_PIDS", 1024, 16, 1_000_000),
       idleTimeoutMs: int(env, "RUNNER_IDLE_TIMEOUT", 1800, 0, 30 * 24 * 3600) * 1000,
       secret: env.RUNNER_SECRET || undefined,
     },

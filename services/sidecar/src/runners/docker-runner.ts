@@ -12,8 +12,13 @@
  * - its opencode server password is HMAC(runner secret, h): a restarted sidecar still knows
  *   it, and another user's container on the same network cannot drive it.
  *
- * The sidecar reaches a runner at its address on RUNNER_NETWORK (a user-defined bridge the
- * sidecar creates if missing); runners reach the host as `host.docker.internal`.
+ * Each runner is alone on its user's own bridge network, `<RUNNER_NETWORK>-<h>`, with a subnet
+ * from RUNNER_SUBNET_POOL (runners/docker-network.ts): runners cannot reach each other, and the
+ * host firewall (scripts/runner-firewall.sh) can tell runner traffic by that pool. The sidecar
+ * reaches a runner at its address on that network, joining it first when the sidecar itself
+ * runs in a container (SIDECAR_CONTAINER); runners reach the host as `host.docker.internal`.
+ * A container still on the shared network RUNNER_NETWORK (made before per-user networks) is
+ * recreated on its user's network. RUNNER_RUNTIME (e.g. gVisor's `runsc`) is the OCI runtime.
  * Creating a user's runner is serialized per user; a container that exists (running or not)
  * is adopted, never duplicated; one that died is started again on the next request. Idle
  * runners are stopped (not removed) after RUNNER_IDLE_TIMEOUT; data is never deleted.
@@ -40,6 +45,9 @@ import { KeyedMutex } from "../sessions/keyed-mutex.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { runnerProcessEnv } from "./opencode-config.js";
 import { waitHealthy } from "./readiness.js";
+import { RunnerNetworks, SubnetPoolExhaustedError } from "./docker-network.js";
+import { findSelfContainer, type SelfContainerSetting } from "./docker-self.js";
+import type { SubnetPool } from "./docker-subnets.js";
 import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
 
 export const LABEL_USER = "open-persona.user";
@@ -55,6 +63,11 @@ const CONTAINER_WORKSPACE = "/workspace";
  */
 const REOPEN_WAIT_MS = 10_000;
 const PASSWORD_CHANGED = "its server rejects the password (RUNNER_SECRET or STATE_ROOT changed)";
+/**
+ * A user network without a container is removed at start() only when older than this: a
+ * younger one may be one that another sidecar on the same engine is about to use.
+ */
+const NETWORK_PRUNE_AGE_MS = 10 * 60_000;
 
 /** The runner answered 401 to the password derived for it: it was created with another secret. */
 class PasswordRejectedError extends RunnerUnavailableError {
@@ -63,7 +76,7 @@ class PasswordRejectedError extends RunnerUnavailableError {
   }
 }
 
-/** The container is not attached to RUNNER_NETWORK (it was created with another one). */
+/** The container is not attached to its user's network (it was created with another one). */
 class NotOnNetworkError extends RunnerUnavailableError {
   constructor(network: string) {
     super(`Runner container is not on network ${network}`, "runner_network");
@@ -73,7 +86,13 @@ class NotOnNetworkError extends RunnerUnavailableError {
 export interface DockerRunnerOptions {
   docker: Docker;
   image: string;
+  /** RUNNER_NETWORK: the prefix of the per-user network names (and the old shared network). */
   network: string;
+  subnetPool: SubnetPool;
+  /** OCI runtime for runner containers (HostConfig.Runtime); undefined: the engine's default. */
+  runtime?: string;
+  /** Where the sidecar itself runs: it joins user networks when in a container. */
+  selfContainer: SelfContainerSetting;
   /** The workspace root as the Docker engine sees it (differs when the sidecar is in a container). */
   workspaceHostRoot: string;
   /** `uid:gid` the runner runs as; new workspaces are given to it when the sidecar is root. */
@@ -106,10 +125,13 @@ export class DockerRunner implements Runner {
   private readonly inUse: InUse = new Map();
   private readonly locks = new KeyedMutex();
   private reaper?: NodeJS.Timeout;
-  private networkReady?: Promise<void>;
+  private selfId?: Promise<string | undefined>;
   private stopped = false;
+  readonly networks: RunnerNetworks;
 
-  constructor(private readonly opts: DockerRunnerOptions) {}
+  constructor(private readonly opts: DockerRunnerOptions) {
+    this.networks = new RunnerNetworks({ docker: opts.docker, prefix: opts.network, pool: opts.subnetPool, self: () => this.self(), log: opts.log });
+  }
 
   static containerName(hash: string): string {
     return `open-persona-runner-${hash}`;
@@ -120,21 +142,26 @@ export class DockerRunner implements Runner {
   }
 
   /**
-   * Ensures the network, then adopts the runners already running (by label) in the
-   * background: a runner that is slow or broken must not hold up the sidecar's start.
+   * Checks the engine, removes the networks of users whose container is gone, then adopts the
+   * runners already running (by label) in the background: a runner that is slow or broken
+   * must not hold up the sidecar's start.
    */
   async start(): Promise<void> {
     try {
-      await this.ensureNetwork();
+      await this.checkRuntime();
+      await this.networks.prune((hash) => this.containerExists(hash), NETWORK_PRUNE_AGE_MS);
       const running = await this.opts.docker.listContainers({ filters: { label: [`${LABEL_MANAGED}=true`], status: ["running"] } });
       const image = await this.currentImageId();
       const stale: Array<{ hash: string; id: string; reason: string }> = [];
       for (const c of running) {
         const hash = c.Labels[LABEL_USER];
-        // Another network is another deployment (or an old one of ours): never touched from
-        // here. A user's own request recreates an old one of ours (connectOrRecreate).
-        if (!hash || !c.NetworkSettings?.Networks?.[this.opts.network]) continue;
-        const reason = this.staleness(hash, c.Labels, c.ImageID, image);
+        if (!hash) continue;
+        const networks = c.NetworkSettings?.Networks ?? {};
+        // On the old shared network: ours, from before per-user networks; moved to its own.
+        const shared = !!networks[this.opts.network];
+        // Any other network is another deployment: never touched from here.
+        if (!networks[this.networks.name(hash)] && !shared) continue;
+        const reason = shared ? `it is on the shared network ${this.opts.network}` : this.staleness(hash, c.Labels, c.ImageID, image);
         if (reason) stale.push({ hash, id: c.Id, reason });
         else void this.adopt(hash, c.Id);
       }
@@ -187,7 +214,6 @@ export class DockerRunner implements Runner {
       }
       // Lost or never seen: find the container again (it may have died or been removed).
       this.forget(hash);
-      await this.ensureNetwork();
       return (await this.refreshIfIdle(hash, await this.startAndConnect(space), 1, space.workspaceDir)).endpoint;
     } finally {
       unlock();
@@ -239,6 +265,8 @@ export class DockerRunner implements Runner {
         if (await this.busy(live.endpoint)) continue;
         this.forget(hash);
         await this.opts.docker.getContainer(live.containerId).stop({ t: 10 }).catch(() => {});
+        // The network stays with the stopped container; only the sidecar leaves it.
+        await this.networks.detachSelf(this.networks.name(hash)).catch((e: Error) => this.opts.log.warn({ user: hash, err: e.message }, "could not leave the user network"));
         this.opts.log.info({ user: hash }, "stopped idle runner (data kept)");
         stopped.push(hash);
       } finally {
@@ -309,8 +337,12 @@ export class DockerRunner implements Runner {
 
   private async connect(hash: string, containerId: string): Promise<Live> {
     const info = await this.opts.docker.getContainer(containerId).inspect();
-    const ip = info.NetworkSettings.Networks[this.opts.network]?.IPAddress;
-    if (!ip) throw new NotOnNetworkError(this.opts.network);
+    const network = this.networks.name(hash);
+    const ip = info.NetworkSettings.Networks[network]?.IPAddress;
+    if (!ip) throw new NotOnNetworkError(network);
+    await this.networks.attachSelf(network).catch((e: EngineFailure) => {
+      throw engineError(e);
+    });
     const url = `http://${ip}:${OPENCODE_PORT}`;
     const auth = { username: "opencode", password: this.password(hash) };
     const client = new OpencodeClient(url, auth);
@@ -380,7 +412,7 @@ export class DockerRunner implements Runner {
       return live;
     } catch (e) {
       if (e instanceof PasswordRejectedError) return this.recreate(hash, containerId, PASSWORD_CHANGED, workspaceDir);
-      if (e instanceof NotOnNetworkError) return this.recreate(hash, containerId, `it is not on network ${this.opts.network}`, workspaceDir);
+      if (e instanceof NotOnNetworkError) return this.recreate(hash, containerId, stale ?? `it is not on network ${this.networks.name(hash)}`, workspaceDir);
       throw e;
     }
   }
@@ -420,6 +452,7 @@ export class DockerRunner implements Runner {
   private async create(hash: string, workspaceDir?: string): Promise<Docker.ContainerInspectInfo> {
     const { docker, log } = this.opts;
     if (workspaceDir) await this.prepareWorkspace(workspaceDir);
+    await this.ensureUserNetwork(hash);
     const container = await docker.createContainer(this.spec(hash)).catch((e: { statusCode?: number; message?: string }) => {
       if (e.statusCode === 409) return docker.getContainer(DockerRunner.containerName(hash)); // created concurrently by another sidecar
       if (e.statusCode === 404) {
@@ -438,6 +471,7 @@ export class DockerRunner implements Runner {
   }
 
   private async startIt(hash: string, containerId: string): Promise<void> {
+    await this.ensureUserNetwork(hash);
     await this.opts.docker
       .getContainer(containerId)
       .start()
@@ -499,7 +533,8 @@ export class DockerRunner implements Runner {
       HostConfig: {
         Binds: [`${path.join(o.workspaceHostRoot, hash)}:${CONTAINER_WORKSPACE}:rw`],
         Mounts: [{ Type: "volume", Source: DockerRunner.volumeName(hash), Target: "/data", ReadOnly: false }],
-        NetworkMode: o.network,
+        NetworkMode: this.networks.name(hash),
+        Runtime: o.runtime,
         CapDrop: ["ALL"],
         SecurityOpt: ["no-new-privileges"],
         ReadonlyRootfs: true,
@@ -541,24 +576,48 @@ export class DockerRunner implements Runner {
     }
   }
 
-  private ensureNetwork(): Promise<void> {
-    this.networkReady ??= (async () => {
-      const { docker, network, log } = this.opts;
-      const found = await docker.listNetworks({ filters: { name: [network] } }).catch((e) => {
-        throw engineError(e);
-      });
-      if (found.some((n) => n.Name === network)) return;
-      await docker
-        .createNetwork({ Name: network, Driver: "bridge", CheckDuplicate: true, Labels: { [LABEL_MANAGED]: "true" } })
-        .catch((e: { statusCode?: number; message?: string }) => {
-          if (e.statusCode !== 409) throw engineError(e);
-        });
-      log.info({ network }, "created runner network");
-    })().catch((e) => {
-      this.networkReady = undefined;
-      throw e;
+  private async ensureUserNetwork(hash: string): Promise<void> {
+    await this.networks.ensure(hash).catch((e: EngineFailure) => {
+      if (e instanceof SubnetPoolExhaustedError) {
+        this.opts.log.error({ user: hash, err: e.message }, "cannot create the user network");
+        throw new RunnerUnavailableError("No network address is left for a new agent runner; ask the operator to enlarge RUNNER_SUBNET_POOL", "runner_network");
+      }
+      throw engineError(e);
     });
-    return this.networkReady;
+  }
+
+  /** The sidecar's own container (memoized); a failed lookup is retried at the next use. */
+  private self(): Promise<string | undefined> {
+    this.selfId ??= findSelfContainer(this.opts.docker, this.opts.selfContainer).then(
+      (id) => {
+        this.opts.log.info({ container: id?.slice(0, 12) ?? "none (on the host)" }, "sidecar location");
+        return id;
+      },
+      (e: EngineFailure) => {
+        this.selfId = undefined;
+        this.opts.log.error({ setting: this.opts.selfContainer, err: e.message }, "SIDECAR_CONTAINER: cannot inspect the sidecar's container");
+        throw e;
+      },
+    );
+    return this.selfId;
+  }
+
+  private async containerExists(hash: string): Promise<boolean> {
+    return this.opts.docker
+      .getContainer(DockerRunner.containerName(hash))
+      .inspect()
+      .then(() => true)
+      .catch((e: EngineFailure) => e.statusCode !== 404);
+  }
+
+  /** A runtime the engine does not know fails every container create: say so at boot. */
+  private async checkRuntime(): Promise<void> {
+    const runtime = this.opts.runtime;
+    if (!runtime) return;
+    const info = (await this.opts.docker.info()) as { Runtimes?: Record<string, unknown> };
+    if (!info.Runtimes?.[runtime]) {
+      this.opts.log.error({ runtime, known: Object.keys(info.Runtimes ?? {}) }, "RUNNER_RUNTIME is not registered with the Docker engine (daemon.json \"runtimes\"): runners will not start");
+    }
   }
 }
 
@@ -571,8 +630,11 @@ function stableJson(value: unknown): string {
   );
 }
 
+type EngineFailure = Error & { statusCode?: number };
+
 /** The engine's own text (socket paths, image names) goes to the log as `cause`, not to the client. */
 function engineError(e: { message?: string }): RunnerUnavailableError {
+  if (e instanceof RunnerUnavailableError) return e;
   const err = new RunnerUnavailableError("The Docker engine failed to run your agent runner; try again shortly", "docker_engine");
   err.cause = { message: e.message ?? "unknown error" };
   return err;

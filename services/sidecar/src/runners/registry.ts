@@ -8,6 +8,7 @@ import { ConfigError, type Config } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import { DockerRunner } from "./docker-runner.js";
 import { LocalRunner } from "./local-runner.js";
+import { detectCgroupLimiter, type CgroupLimiter, type ProcessLimits } from "./cgroup-limits.js";
 import { sandboxProblem } from "./sandbox.js";
 import type { Runner } from "./runner.js";
 import { SharedRunner } from "./shared-runner.js";
@@ -27,6 +28,7 @@ export function createRunner(config: Config, log: Logger): Runner {
         legacyDataDir: path.join(config.stateRoot, "opencode"),
         sharedConfigDir: path.join(config.stateRoot, "opencode-config"),
         sandbox: localSandbox(config, log),
+        limits: localLimits(config, log),
       });
     case "shared":
       return new SharedRunner({
@@ -42,6 +44,9 @@ export function createRunner(config: Config, log: Logger): Runner {
         docker: dockerClient(d.host),
         image: d.image,
         network: d.network,
+        subnetPool: d.subnetPool,
+        runtime: d.runtime,
+        selfContainer: d.selfContainer,
         workspaceHostRoot: d.workspaceHostRoot,
         user: d.user,
         memoryBytes: d.memoryBytes,
@@ -75,6 +80,22 @@ function localSandbox(config: Config, log: Logger): { bwrap: string } | undefine
   }
   log.warn({ reason: problem }, "local mode runs without a sandbox (one local user, loopback only)");
   return undefined;
+}
+
+/**
+ * Per-user limits in local mode (RUNNER_MEMORY, RUNNER_CPUS, RUNNER_PIDS) through cgroups.
+ * Where the sidecar may not create cgroups (not root, no delegated subtree) users run
+ * without limits, with a warning: a fork bomb or a memory hog then reaches the host.
+ */
+function localLimits(config: Config, log: Logger): { limiter: CgroupLimiter; perUser: ProcessLimits } | undefined {
+  const found = detectCgroupLimiter();
+  if ("problem" in found) {
+    log.warn({ reason: found.problem }, "local mode runs without per-user memory/process limits (cgroups unavailable)");
+    return undefined;
+  }
+  const perUser = config.runnerLimits;
+  log.info({ cgroup: `v${found.version}`, ...perUser }, "per-user limits in local mode");
+  return { limiter: found, perUser };
 }
 
 export function dockerClient(host?: string): Docker {

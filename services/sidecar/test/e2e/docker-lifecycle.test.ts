@@ -88,6 +88,8 @@ afterAll(async () => {
   for (const id of users) {
     for (const c of await containersOf(id)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
     await docker.getVolume(DockerRunner.volumeName(userHash(id))).remove().catch(() => {});
+    // Each user's own network (RUNNER_NETWORK is their name prefix).
+    await docker.getNetwork(`${NETWORK}-${userHash(id)}`).remove().catch(() => {});
   }
   await docker.getNetwork(NETWORK).remove().catch(() => {});
   await model?.close();
