@@ -7,23 +7,20 @@ import path from "node:path";
 import { randomUUID } from "node:crypto";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DockerRunner, LABEL_MANAGED, LABEL_USER } from "../../src/runners/docker-runner.js";
+import { DockerRunner, LABEL_MANAGED } from "../../src/runners/docker-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { startOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
+import { DockerTestUsers } from "../helpers/docker-users.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const RUN = randomUUID().slice(0, 8);
 const NETWORK = `op-test-${RUN}`;
 const GATEWAY_KEY = `gw-${RUN}`;
-const users: string[] = [];
-const user = (name: string) => {
-  const id = `${name}-${RUN}@example.com`;
-  users.push(id);
-  return id;
-};
+const testUsers = new DockerTestUsers(docker, RUN, NETWORK);
+const user = (name: string) => testUsers.user(name);
 
 let model: ScriptedModel;
 let root: string;
@@ -52,8 +49,7 @@ function chat(sc: InProcessSidecar, userId: string, content: string, chatId = ra
   return gatewayChat(sc.url, GATEWAY_KEY, userId, content, chatId);
 }
 
-const containersOf = (userId: string) =>
-  docker.listContainers({ all: true, filters: { label: [`${LABEL_USER}=${userHash(userId)}`] } });
+const containersOf = (userId: string) => testUsers.containersOf(userId);
 const workspace = (userId: string) => path.join(root, "workspaces", userHash(userId));
 /** What the model was handed back as the output of the last tool it called for `marker`. */
 const toolOutput = (marker: string) =>
@@ -69,13 +65,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const id of users) {
-    for (const c of await containersOf(id)) await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
-    await docker.getVolume(DockerRunner.volumeName(userHash(id))).remove().catch(() => {});
-    // Each user's own network (RUNNER_NETWORK is their name prefix).
-    await docker.getNetwork(`${NETWORK}-${userHash(id)}`).remove().catch(() => {});
-  }
-  await docker.getNetwork(NETWORK).remove().catch(() => {});
+  await testUsers.removeAll();
   await model?.close();
 });
 
@@ -250,7 +240,7 @@ describe("knowledge-base sync from runner containers", () => {
   it("attributes a container's file events to its user and syncs them into the real Open WebUI", async () => {
     const owui = await startOpenWebUI({ sidecarUrl: "http://127.0.0.1:9", gatewayKey: GATEWAY_KEY, embeddingsBaseUrl: model.baseURL });
     const frank = owui.alice;
-    users.push(frank.id);
+    testUsers.track(frank.id);
     const sc = await startSidecar(dockerEnv({ OPENWEBUI_URL: owui.url, OPENWEBUI_API_KEY: owui.admin.apiKey, OPENWEBUI_SYNC_DEBOUNCE_MS: "200" }));
     try {
       await chat(sc, frank.id, say.write("from-container.txt", "synced from docker"));
