@@ -215,12 +215,13 @@ describe("idle users and memory", () => {
         headers: { "content-type": "application/json", "X-Session-Id": chatId },
         body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(15, 100) }] }),
       });
+      // Taken while the turn streams: once it has ended, the process may be recycled at once.
+      const [before] = opencodePids(process.pid);
+      expect(before).toBeDefined();
       const got = await readSse(res);
       const payloads = got.filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
       expect(payloads.some((p) => p.error)).toBe(false);
       expect(payloads.map((p) => p.choices?.[0]?.delta?.content ?? "").join("")).toBe("tok ".repeat(15));
-      const [before] = opencodePids(process.pid);
-      expect(before).toBeDefined();
       await waitFor(() => sc.logs.some((l) => l.includes("recycling a user's opencode")), 15_000, "a recycle");
       await waitFor(() => !alive(before!), 15_000, "the bloated opencode to exit");
       // The same session (no history is resent: a new one would count 1), in a new process
