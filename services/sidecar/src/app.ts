@@ -23,6 +23,7 @@ export interface AppDeps {
   log: Logger;
   maxBodyBytes: number;
   keepAliveMs: number;
+  maxImagesPerRequest: number;
 }
 
 export function createApp(deps: AppDeps): Express {

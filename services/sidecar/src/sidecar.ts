@@ -16,6 +16,7 @@ import { SessionStore } from "./sessions/session-store.js";
 import { OpenWebUIClient } from "./sync/openwebui-client.js";
 import { SyncFilter } from "./sync/sync-filter.js";
 import { SyncService } from "./sync/sync-service.js";
+import { TurnEvents } from "./chat/turn-events.js";
 
 export interface Sidecar {
   app: Express;
@@ -47,19 +48,20 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
         log: log.child({ component: "sync" }),
       })
     : undefined;
+  const events = new TurnEvents();
+  sync?.subscribe(events);
   const chat = new ChatService({
     runner,
     store: new SessionStore({ log: log.child({ component: "sessions" }) }),
     workspaceRoot: config.workspaceRoot,
     stateRoot: config.stateRoot,
     maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
-    maxImagesPerRequest: config.maxImagesPerRequest,
     limits: { ...config.turn, modelConfigured: !!config.opencodeModel },
-    observer: sync,
+    events,
   });
   const turns = new TurnRegistry();
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
-  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs });
+  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest });
   return {
     app,
     auth,

@@ -1,34 +1,25 @@
 /**
- * Prepares and runs chat turns: finds the user's runner and the chat's session (creating or
- * recreating it), then streams one prompt through it. Everything that can fail with an HTTP
- * status (runner unavailable, cap reached) fails in `prepare*`, before any byte is streamed.
+ * The turn core: prepares and runs turns, whatever API they came through (turn-input.ts).
+ * Finds the user's runner and the chat's session (creating or recreating it, seeded with the
+ * conversation the client resent), then streams one prompt through it. Everything that can
+ * fail with an HTTP status (runner unavailable, cap reached) fails in `prepare*`, before any
+ * byte is streamed. What other features need to know (a runner in use, a turn's end) goes
+ * out as TurnEvents.
  */
 import { ClientClosedError, RateLimitError, turnError, type ApiError } from "../errors/api-error.js";
 import type { Identity } from "../auth/identity.js";
-import type { Logger } from "../log/logger.js";
 import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
 import type { Runner, RunnerEndpoint } from "../runners/runner.js";
 import { ConcurrencyLimiter } from "../limits/concurrency.js";
 import { KeyedMutex } from "../sessions/keyed-mutex.js";
 import type { SessionStore } from "../sessions/session-store.js";
-import type { WorkspaceObserver } from "../sync/sync-service.js";
 import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
 import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
-import { DEFAULT_MAX_IMAGES, history, latestUserTurn, systemPrompt, textOf, toPromptParts, transcript } from "./conversation.js";
-import type { ChatMessage } from "./request-schema.js";
+import type { TurnEvents } from "./turn-events.js";
+import { transcript, type PastMessage, type TaskInput, type TurnInput } from "./turn-input.js";
 import type { TurnOutput } from "./turn-translator.js";
 
-export type AgentName = "build" | "plan";
-
-export interface TurnRequest {
-  identity: Identity;
-  chatKey: string;
-  agent: AgentName;
-  messages: ChatMessage[];
-  log: Logger;
-  /** The request's life: preparing stops as soon as it aborts (the client left, or shutdown). */
-  signal: AbortSignal;
-}
+export type { AgentName } from "./turn-input.js";
 
 export interface PreparedTurn {
   sessionId: string;
@@ -40,12 +31,9 @@ export interface PreparedTurn {
 interface LockedTurn {
   ep: RunnerEndpoint;
   space: UserSpace;
-  req: TurnRequest;
+  req: TurnInput;
   sessionId: string;
   body: PromptBody;
-  /** The conversation before this turn (seeds a recreated session). */
-  earlier: ChatMessage[];
-  title: string;
   /** Frees the user's concurrency slot and the runner's in-use mark. */
   release: () => void;
 }
@@ -56,10 +44,9 @@ export interface ChatServiceDeps {
   workspaceRoot: string;
   stateRoot: string;
   maxConcurrentRunsPerUser: number;
-  maxImagesPerRequest?: number;
   limits: RunLimits;
-  /** Told when a user's runner is used and when a turn ends (knowledge-base sync). */
-  observer?: WorkspaceObserver;
+  /** Where a runner in use and a turn's end are announced (knowledge-base sync listens). */
+  events: TurnEvents;
 }
 
 /** Background tasks get a throwaway session in which every tool is denied. */
@@ -79,7 +66,7 @@ export class ChatService {
     this.limiter = new ConcurrencyLimiter(deps.maxConcurrentRunsPerUser);
   }
 
-  async prepare(req: TurnRequest): Promise<PreparedTurn> {
+  async prepare(req: TurnInput): Promise<PreparedTurn> {
     const release = this.limiter.tryAcquire(req.identity.userHash);
     if (!release) {
       throw new RateLimitError(`Too many concurrent chats for this user (max ${this.deps.maxConcurrentRunsPerUser})`, "concurrency_limit");
@@ -93,15 +80,12 @@ export class ChatService {
     };
     try {
       await this.ensureSpace(space);
-      // Converted first: a bad attachment is a 400 before anything is created.
-      const body: PromptBody = { parts: toPromptParts(latestUserTurn(req.messages), this.imageLimits()), agent: req.agent, system: systemPrompt(req.messages) };
+      const body: PromptBody = { parts: req.parts, agent: req.agent, system: req.system };
       // A cold start can take a minute: a client that leaves meanwhile gets no agent run.
       const ep = await whileWanted(this.deps.runner.ensure(space), req.signal);
-      this.deps.observer?.attach(req.identity, space, ep);
-      const earlier = history(req.messages);
-      const title = titleFor(req.messages);
+      this.deps.events.emit("runner.used", { identity: req.identity, space, endpoint: ep });
       const { sessionId, created, saved } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
-        const s = await ep.client.createSession(ep.directory, title);
+        const s = await ep.client.createSession(ep.directory, req.title);
         req.log.info({ sessionId: s.id }, "opencode session created");
         return s.id;
       });
@@ -110,9 +94,9 @@ export class ChatService {
       // the chat its session on the next request (which then starts a seeded one).
       saved.catch((e) => req.log.error({ err: (e as Error).message }, "could not save the session map"));
       // A client resent history we have no session for (e.g. state was reset): seed it.
-      if (created && earlier.length) await this.seed(ep, sessionId, earlier);
+      if (created && req.earlier.length) await this.seed(ep, sessionId, req.earlier);
 
-      const turn: LockedTurn = { ep, space, req, sessionId, body, earlier, title, release: releaseAll };
+      const turn: LockedTurn = { ep, space, req, sessionId, body, release: releaseAll };
       return { sessionId, run: (signal) => this.runLocked(turn, signal) };
     } catch (e) {
       releaseAll();
@@ -121,9 +105,8 @@ export class ChatService {
   }
 
   /** An Open WebUI background task: answered by the model, outside the chat's session. */
-  async prepareTask(identity: Identity, messages: ChatMessage[], log: Logger, signal: AbortSignal): Promise<PreparedTurn> {
-    const lastUser = [...messages].reverse().find((m) => m.role === "user");
-    const body: PromptBody = { parts: toPromptParts(lastUser ? [lastUser] : [], this.imageLimits()), tools: NO_TOOLS, system: systemPrompt(messages) };
+  async prepareTask({ identity, parts, system, log, signal }: TaskInput): Promise<PreparedTurn> {
+    const body: PromptBody = { parts, tools: NO_TOOLS, system };
     const space = this.space(identity);
     const inUse = this.deps.runner.use(space);
     let ep: RunnerEndpoint;
@@ -152,7 +135,7 @@ export class ChatService {
 
   /** Runs a chat turn holding its session's lock; recreates the session once if opencode lost it. */
   private async *runLocked(turn: LockedTurn, signal: AbortSignal): AsyncGenerator<TurnOutput> {
-    const { ep, space, req, sessionId, body, earlier, title, release } = turn;
+    const { ep, space, req, sessionId, body, release } = turn;
     let unlock = await this.sessionLocks.acquire(sessionId);
     try {
       try {
@@ -161,8 +144,8 @@ export class ChatService {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
         const fresh = await this.deps.store.replace(space.stateDir, req.chatKey, sessionId, async () => {
-          const s = await ep.client.createSession(ep.directory, title);
-          await this.seed(ep, s.id, earlier);
+          const s = await ep.client.createSession(ep.directory, req.title);
+          await this.seed(ep, s.id, req.earlier);
           return s.id;
         });
         req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
@@ -173,17 +156,13 @@ export class ChatService {
     } finally {
       unlock();
       release();
-      this.deps.observer?.turnEnded(req.identity, space);
+      this.deps.events.emit("turn.ended", { identity: req.identity, space });
     }
   }
 
-  private async seed(ep: RunnerEndpoint, sessionId: string, earlier: ChatMessage[]): Promise<void> {
+  private async seed(ep: RunnerEndpoint, sessionId: string, earlier: PastMessage[]): Promise<void> {
     const text = transcript(earlier);
     if (text) await ep.client.prompt(sessionId, ep.directory, { parts: [{ type: "text", text }], noReply: true });
-  }
-
-  private imageLimits(): { maxImages: number } {
-    return { maxImages: this.deps.maxImagesPerRequest ?? DEFAULT_MAX_IMAGES };
   }
 
   /** Creates a user's directories once per process (not on every request). */
@@ -215,9 +194,4 @@ function whileWanted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
     signal.addEventListener("abort", onAbort, { once: true });
     work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
-}
-
-function titleFor(messages: ChatMessage[]): string {
-  const first = textOf(messages.find((m) => m.role === "user")).replace(/\s+/g, " ").trim();
-  return first ? first.slice(0, 60) : "Open Persona chat";
 }

@@ -1,12 +1,14 @@
 /**
- * What the sidecar takes from an OpenAI-style conversation. The agent keeps its own context
- * in its session, so only the latest user turn is sent; the rest is used to derive a chat
- * key and, when a session has to be recreated, to seed it.
+ * What the sidecar takes from a chat-completions conversation (`messages`). The agent keeps
+ * its own context in its session, so only the latest user turn is sent; the rest is used to
+ * derive a chat key and, when a session has to be recreated, to seed it. `chatTurn` is the
+ * whole translation into the API-neutral turn input (turn-input.ts).
  */
 import { createHash } from "node:crypto";
 import { BadRequestError } from "../errors/api-error.js";
 import type { PromptPart } from "../opencode/client.js";
 import type { ChatMessage, ContentPart } from "./request-schema.js";
+import { titleFrom, type PastMessage, type TurnInput } from "./turn-input.js";
 
 export function textOf(m: ChatMessage | undefined): string {
   if (!m || m.content == null) return "";
@@ -145,11 +147,27 @@ export function derivedChatKey(userHash: string, messages: ChatMessage[]): strin
   return `derived:${h}`;
 }
 
-/** Text that replays a conversation into a fresh session (stored without a reply). */
-export function transcript(msgs: ChatMessage[]): string | undefined {
-  if (msgs.length === 0) return undefined;
-  const lines = msgs.map((m) => (m.role === "user" ? `User: ${textOf(m)}` : `Assistant: ${compactToolBlocks(textOf(m))}`));
-  return `The conversation so far (restored after the agent's session was lost):\n\n${lines.join("\n\n")}`;
+/** The turn's content, from a chat-completions conversation (a bad attachment is a 400 here). */
+export function chatTurn(messages: ChatMessage[], limits: PromptLimits): Pick<TurnInput, "parts" | "system" | "earlier" | "title"> {
+  return {
+    parts: toPromptParts(latestUserTurn(messages), limits),
+    system: systemPrompt(messages),
+    earlier: pastMessages(messages),
+    title: titleFrom(textOf(messages.find((m) => m.role === "user"))),
+  };
+}
+
+/** A background task's prompt: its last user message only. */
+export function taskTurn(messages: ChatMessage[], limits: PromptLimits): { parts: PromptPart[]; system?: string } {
+  const lastUser = [...messages].reverse().find((m) => m.role === "user");
+  return { parts: toPromptParts(lastUser ? [lastUser] : [], limits), system: systemPrompt(messages) };
+}
+
+/** The conversation before the latest user turn, as text (tool-call blocks compacted). */
+export function pastMessages(messages: ChatMessage[]): PastMessage[] {
+  return history(messages).map((m) =>
+    m.role === "user" ? { role: "user", text: textOf(m) } : { role: "assistant", text: compactToolBlocks(textOf(m)) },
+  );
 }
 
 const TOOL_BLOCK = /<details type="tool_calls"[^>]*?\bname="([^"]*)"[^>]*?\barguments="([^"]*)"[^>]*>[\s\S]*?<\/details>/g;

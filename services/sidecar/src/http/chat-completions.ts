@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
-import { derivedChatKey, isTaskPrompt } from "../chat/conversation.js";
+import { chatTurn, derivedChatKey, isTaskPrompt, taskTurn } from "../chat/conversation.js";
 import { ChunkEncoder } from "../chat/openai-chunks.js";
 import { parseChatRequest, type ChatCompletionRequest } from "../chat/request-schema.js";
 import { SseWriter } from "../chat/sse-writer.js";
@@ -22,6 +22,8 @@ export interface ChatRouteDeps {
   chat: ChatService;
   turns: TurnRegistry;
   keepAliveMs: number;
+  /** Images one request may forward to the agent (MAX_IMAGES_PER_REQUEST). */
+  maxImagesPerRequest: number;
 }
 
 /** Chat ids can be anything a client chose (some put e-mails in them): logs get a digest. */
@@ -64,9 +66,11 @@ export function chatCompletions(deps: ChatRouteDeps) {
     });
     const { signal } = tracked;
     try {
+      // The wire format ends here. Converted before anything runs: a bad attachment is a 400.
+      const limits = { maxImages: deps.maxImagesPerRequest };
       const turn = isTask
-        ? await deps.chat.prepareTask(identity, body.messages, turnLog, signal)
-        : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, messages: body.messages, log: turnLog, signal });
+        ? await deps.chat.prepareTask({ identity, ...taskTurn(body.messages, limits), log: turnLog, signal })
+        : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, ...chatTurn(body.messages, limits), log: turnLog, signal });
       turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
       if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, identity.via !== "user-key");
       else await answerTurn(turn, body, res, signal);

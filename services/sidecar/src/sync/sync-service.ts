@@ -17,16 +17,10 @@ import type { OpencodeEvent } from "../opencode/events.js";
 import type { RunnerEndpoint } from "../runners/runner.js";
 import { userSpace, type UserSpace } from "../workspace/user-space.js";
 import { accessDialect, OpenWebUIError, type AccessDialect, type OpenWebUIClient } from "./openwebui-client.js";
+import type { TurnEvents } from "../chat/turn-events.js";
 import type { SyncFilter } from "./sync-filter.js";
 import { loadSyncState, saveSyncState, SYNC_STATE_FILE, type UserSyncState } from "./sync-state.js";
 
-/** What the chat layer tells an observer of workspaces (implemented by SyncService). */
-export interface WorkspaceObserver {
-  /** The user's runner endpoint is in use: watch its file events. */
-  attach(identity: Identity, space: UserSpace, ep: RunnerEndpoint): void;
-  /** A turn ended: look for changes the events did not report. */
-  turnEnded(identity: Identity, space: UserSpace): void;
-}
 
 export interface SyncStatus {
   enabled: boolean;
@@ -63,7 +57,7 @@ interface UserSync {
   saveAgain: boolean;
 }
 
-export class SyncService implements WorkspaceObserver {
+export class SyncService {
   private readonly users = new Map<string, UserSync>();
   private readonly loading = new Map<string, Promise<UserSync>>();
   /** (event hub, user) pairs already watched: local mode shares one hub between users. */
@@ -90,6 +84,13 @@ export class SyncService implements WorkspaceObserver {
     for (const u of this.users.values()) clearTimeout(u.timer);
   }
 
+  /** Follows the turn core: a runner in use is watched, a turn's end is reconciled. */
+  subscribe(events: TurnEvents): void {
+    events.on("runner.used", ({ identity, space, endpoint }) => this.attach(identity, space, endpoint));
+    events.on("turn.ended", ({ identity, space }) => this.turnEnded(identity, space));
+  }
+
+  /** The user's runner endpoint is in use: watch its file events. */
   attach(identity: Identity, space: UserSpace, ep: RunnerEndpoint): void {
     // Only Open WebUI users have a knowledge base: direct-key and local users are not synced.
     if (identity.via !== "gateway") return;
@@ -110,6 +111,7 @@ export class SyncService implements WorkspaceObserver {
     });
   }
 
+  /** A turn ended: look for changes the events did not report. */
   turnEnded(identity: Identity, space: UserSpace): void {
     if (identity.via !== "gateway") return;
     void this.user(space.hash, identity.userId).then((u) => u && this.reconcile(u));

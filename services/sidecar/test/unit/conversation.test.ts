@@ -1,14 +1,16 @@
 import { describe, expect, it } from "vitest";
 import {
+  chatTurn,
   derivedChatKey,
   history,
   isTaskPrompt,
   latestUserTurn,
+  pastMessages,
   systemPrompt,
   textOf,
   toPromptParts,
-  transcript,
 } from "../../src/chat/conversation.js";
+import { transcript } from "../../src/chat/turn-input.js";
 import { toolCallBlock } from "../../src/chat/openai-chunks.js";
 import type { ChatMessage } from "../../src/chat/request-schema.js";
 import { BadRequestError } from "../../src/errors/api-error.js";
@@ -52,20 +54,34 @@ describe("latestUserTurn / history", () => {
   });
 
   it("transcript replays history for a recreated session", () => {
-    const t = transcript(history(convo))!;
+    const t = transcript(pastMessages(convo))!;
     expect(t).toContain("User: first question\n\nAssistant: first answer\n\nUser: second question\n\nAssistant: second answer");
     expect(transcript([])).toBeUndefined();
   });
 
   it("transcript shows the tool-call blocks Open WebUI sends back as one line each", () => {
     const block = toolCallBlock({ kind: "tool-end", callId: "c1", name: "write", args: { filePath: "a.py", content: "x = '<1>'" }, result: "Wrote file successfully.", failed: false });
-    const t = transcript([
-      { role: "user", content: "write it" },
-      { role: "assistant", content: `Sure.${block}Done.` },
-    ])!;
+    const t = transcript(
+      pastMessages([
+        { role: "user", content: "write it" },
+        { role: "assistant", content: `Sure.${block}Done.` },
+        { role: "user", content: "and now?" },
+      ]),
+    )!;
     expect(t).toContain(`Assistant: Sure.\n[ran write {"filePath":"a.py","content":"x = '<1>'"}]\nDone.`);
     expect(t).not.toContain("<details");
     expect(t).not.toContain("Wrote file successfully");
+  });
+
+  it("chatTurn is the whole API-neutral turn: new parts, system text, earlier messages, a title", () => {
+    const turn = chatTurn(convo, { maxImages: 16 });
+    expect(turn.parts).toEqual([
+      { type: "text", text: "third, part 1" },
+      { type: "text", text: "third, part 2" },
+    ]);
+    expect(turn.system).toBe(systemPrompt(convo));
+    expect(turn.earlier).toEqual(history(convo).map((m) => ({ role: m.role, text: textOf(m) })));
+    expect(turn.title).toBe("first question");
   });
 
   it("systemPrompt joins system and developer messages", () => {
