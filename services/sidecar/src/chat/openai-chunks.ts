@@ -1,8 +1,9 @@
 /**
- * Encodes turn outputs as OpenAI `chat.completion.chunk` objects in the forms Open WebUI
- * renders: text → `delta.content`, reasoning → `delta.reasoning_content`, a finished tool →
- * a `<details type="tool_calls">` block in content, a running tool → a status event chunk.
- * Never `delta.tool_calls`: Open WebUI would try to execute the agent's tools itself.
+ * Encodes turn outputs as OpenAI `chat.completion.chunk` objects: text → `delta.content`,
+ * reasoning → `delta.reasoning_content`, a finished tool → text in content in the caller's
+ * `ToolStyle` (Open WebUI's `<details type="tool_calls">` block, a markdown line, or
+ * nothing), a running tool → a status event chunk (Open WebUI only). Never
+ * `delta.tool_calls`: a client would try to execute the agent's tools itself.
  */
 import { randomUUID } from "node:crypto";
 import { MarkupGuard } from "./markup-guard.js";
@@ -20,6 +21,40 @@ export interface ChatCompletionChunk {
   event?: { type: "status"; data: { description: string; done: boolean } };
 }
 
+/**
+ * How a finished tool run shows in the answer's text: `details` is the block Open WebUI
+ * renders as a tool card (raw HTML to anyone else), `markdown` one short readable line,
+ * `none` nothing.
+ */
+export type ToolStyle = "details" | "markdown" | "none";
+export const TOOL_STYLES: readonly ToolStyle[] = ["details", "markdown", "none"];
+
+type ToolEnd = Extract<TurnOutput, { kind: "tool-end" }>;
+
+export function toolRunText(o: ToolEnd, style: ToolStyle): string {
+  if (style === "details") return toolCallBlock(o);
+  return style === "markdown" ? toolRunLine(o) : "";
+}
+
+/** Arguments that say best what a tool run was about, most telling first. */
+const SUBJECT_ARGS = ["command", "filePath", "path", "pattern", "url", "query", "description"];
+
+/** One markdown line per tool run: "> ran bash: `ls -la`", and whether it failed. */
+export function toolRunLine(o: ToolEnd): string {
+  const name = o.name.replace(/[^\w.-]/g, "") || "tool";
+  const args = (o.args && typeof o.args === "object" ? o.args : {}) as Record<string, unknown>;
+  const value = SUBJECT_ARGS.map((k) => args[k]).find((v): v is string => typeof v === "string" && v.trim() !== "");
+  const json = JSON.stringify(args);
+  const subject = oneLine(value ?? (json === "{}" ? "" : json));
+  return `\n\n> ran ${name}${subject ? `: \`${subject}\`` : ""}${o.failed ? " (failed)" : ""}\n\n`;
+}
+
+/** Short, on one line, and unable to close its code span. */
+function oneLine(s: string): string {
+  const t = s.replace(/\s+/g, " ").replace(/`/g, "'").trim();
+  return t.length > 80 ? `${t.slice(0, 79)}…` : t;
+}
+
 /** Tool results can be huge (file dumps): the block carries a bounded preview. */
 const RESULT_PREVIEW_CHARS = 4000;
 
@@ -28,7 +63,7 @@ export function escapeAttr(s: string): string {
 }
 
 /** The block Open WebUI itself writes for an executed tool (no `embeds`, ever). */
-export function toolCallBlock(o: Extract<TurnOutput, { kind: "tool-end" }>): string {
+export function toolCallBlock(o: ToolEnd): string {
   const result = o.result.length > RESULT_PREVIEW_CHARS ? `${o.result.slice(0, RESULT_PREVIEW_CHARS)}\n… (truncated)` : o.result;
   return (
     `\n<details type="tool_calls" done="true" id="${escapeAttr(o.callId)}" name="${escapeAttr(o.name)}" ` +
@@ -57,6 +92,8 @@ export class ChunkEncoder {
        * with the Usage capability, but shows usage from any chunk.
        */
       openWebUI: boolean;
+      /** How finished tool runs show in the text. */
+      tools: ToolStyle;
     },
   ) {}
 
@@ -76,7 +113,7 @@ export class ChunkEncoder {
         return this.status(`Running ${o.title}`, false);
       case "tool-end":
         this.toolsRun.push(o.name);
-        return [...this.delta({ content: this.textGuard.flush() + toolCallBlock(o) }), ...this.status(`Ran ${o.name}`, true)];
+        return [...this.delta({ content: this.textGuard.flush() + toolRunText(o, this.opts.tools) }), ...this.status(`Ran ${o.name}`, true)];
       case "retry":
         return this.status(retryStatus(o.failure, o.provider, o.model, o.message, o.delayS), false);
       case "finish": {

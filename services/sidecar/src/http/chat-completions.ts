@@ -8,7 +8,7 @@ import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
 import { chatTurn, derivedChatKey, isTaskPrompt, taskTurn } from "../chat/conversation.js";
-import { ChunkEncoder } from "../chat/openai-chunks.js";
+import { ChunkEncoder, TOOL_STYLES, toolRunText, type ToolStyle } from "../chat/openai-chunks.js";
 import { parseChatRequest, type ChatCompletionRequest } from "../chat/request-schema.js";
 import { SseWriter } from "../chat/sse-writer.js";
 import type { TurnRegistry } from "../chat/turn-registry.js";
@@ -43,6 +43,24 @@ function chatKeyOf(req: Request, identity: Identity, body: ChatCompletionRequest
   return header(req.headers, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
 }
 
+/** Open WebUI names itself by its gateway key or by the X-OpenWebUI-* headers it forwards. */
+function fromOpenWebUI(req: Request, identity: Identity): boolean {
+  return identity.via === "gateway" || Object.keys(req.headers).some((h) => h.startsWith("x-openwebui-"));
+}
+
+/**
+ * How tool runs show in the answer: `X-Persona-Tool-Output` chooses; by default Open WebUI
+ * gets its tool cards, every other client a readable markdown line.
+ */
+function toolStyleOf(req: Request, identity: Identity): ToolStyle {
+  const asked = header(req.headers, "x-persona-tool-output")?.trim().toLowerCase();
+  if (asked === undefined || asked === "") return fromOpenWebUI(req, identity) ? "details" : "markdown";
+  if (!(TOOL_STYLES as readonly string[]).includes(asked)) {
+    throw new BadRequestError(`X-Persona-Tool-Output must be one of ${TOOL_STYLES.join(", ")}`, "invalid_tool_output", "X-Persona-Tool-Output");
+  }
+  return asked as ToolStyle;
+}
+
 export function chatCompletions(deps: ChatRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
     const identity = res.locals.identity as Identity | undefined;
@@ -53,6 +71,7 @@ export function chatCompletions(deps: ChatRouteDeps) {
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
 
     const isTask = !!header(req.headers, "x-openwebui-task") || isTaskPrompt(body.messages, !!body.stream);
+    const tools = toolStyleOf(req, identity);
     const chatKey = chatKeyOf(req, identity, body);
     const turnLog = log.child({ chat: chatLogId(chatKey), task: isTask || undefined });
     res.locals.log = turnLog;
@@ -72,8 +91,10 @@ export function chatCompletions(deps: ChatRouteDeps) {
         ? await deps.chat.prepareTask({ identity, ...taskTurn(body.messages, limits), log: turnLog, signal })
         : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, ...chatTurn(body.messages, limits), log: turnLog, signal });
       turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
-      if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, identity.via !== "user-key");
-      else await answerTurn(turn, body, res, signal);
+      // Status events are Open WebUI's; other clients skip chunks without choices.
+      const statusEvents = identity.via !== "user-key";
+      if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, { openWebUI: statusEvents, tools });
+      else await answerTurn(turn, body, res, signal, tools);
     } finally {
       // Over as far as the sidecar goes (the response may still be flushing to the client).
       tracked.end();
@@ -88,9 +109,9 @@ async function streamTurn(
   signal: AbortSignal,
   keepAliveMs: number,
   log: Logger,
-  openWebUI: boolean,
+  form: { openWebUI: boolean; tools: ToolStyle },
 ): Promise<void> {
-  const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, openWebUI });
+  const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, ...form });
   const sse = new SseWriter(res, keepAliveMs);
   sse.open();
   let chunks = 0;
@@ -116,12 +137,13 @@ async function streamTurn(
   log.info({ chunks, aborted: signal.aborted }, "turn streamed");
 }
 
-async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: Response, signal: AbortSignal): Promise<void> {
+async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: Response, signal: AbortSignal, tools: ToolStyle): Promise<void> {
   let text = "";
   let reasoning = "";
   let finish: Extract<TurnOutput, { kind: "finish" }> | undefined;
   for await (const out of turn.run(signal)) {
     if (out.kind === "text") text += out.text;
+    else if (out.kind === "tool-end") text += toolRunText(out, tools);
     else if (out.kind === "reasoning") reasoning += out.text;
     else if (out.kind === "finish") finish = out;
     else if (out.kind === "error") throw turnError(out);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ChunkEncoder, escapeAttr, toolCallBlock, type ChatCompletionChunk } from "../../src/chat/openai-chunks.js";
+import { ChunkEncoder, escapeAttr, toolCallBlock, toolRunLine, type ChatCompletionChunk, type ToolStyle } from "../../src/chat/openai-chunks.js";
 import type { TurnOutput } from "../../src/chat/turn-translator.js";
 
 const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
@@ -82,7 +82,7 @@ describe("toolCallBlock", () => {
 
 describe("ChunkEncoder", () => {
   it("puts role on the first delta only, and keeps one id", () => {
-    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, openWebUI: true });
+    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, openWebUI: true, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "tool-start", callId: "c", name: "bash", title: "bash: ls" },
       { kind: "reasoning", text: "hmm" },
@@ -102,7 +102,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("sends the usage chunk after the finish chunk, only when includeUsage", () => {
-    const withUsage = new ChunkEncoder("m", { includeUsage: true, openWebUI: false });
+    const withUsage = new ChunkEncoder("m", { includeUsage: true, openWebUI: false, tools: "details" });
     const a = encodeAll(withUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "length", usage }]);
     const finishAt = a.findIndex((c) => c.choices[0]?.finish_reason);
     expect(a[finishAt]!.choices[0]).toEqual({ index: 0, delta: {}, finish_reason: "length" });
@@ -110,13 +110,13 @@ describe("ChunkEncoder", () => {
     expect(a.slice(finishAt + 1)).toHaveLength(1);
     expect(a.at(-1)).toMatchObject({ choices: [], usage });
 
-    const noUsage = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
+    const noUsage = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
     const b = encodeAll(noUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }]);
     expect(b.some((c) => c.usage)).toBe(false);
     expect(b.at(-1)!.choices[0]!.finish_reason).toBe("stop");
 
     // Open WebUI rarely asks for usage but shows it from any chunk: on the finish chunk.
-    const owui = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), [{ kind: "finish", reason: "stop", usage }]);
+    const owui = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), [{ kind: "finish", reason: "stop", usage }]);
     expect(owui.filter((c) => c.usage)).toEqual([expect.objectContaining({ usage, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })]);
   });
 
@@ -129,12 +129,12 @@ describe("ChunkEncoder", () => {
       { kind: "retry", message: "Rate limit reached", attempt: 2, failure: "rate_limited", delayS: 30, model: { providerID: "acme", modelID: "m" } },
       { kind: "retry", message: "Internal error", attempt: 3, failure: "failed", delayS: 4, model: { providerID: "acme", modelID: "m" } },
     ];
-    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false }), outs);
+    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" }), outs);
     expect(off.some((c) => c.event)).toBe(false);
     expect(off).toHaveLength(1);
     expect(contentOf(off)).toContain('<details type="tool_calls"');
 
-    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), outs);
+    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), outs);
     expect(on.filter((c) => c.event).map((c) => c.event)).toEqual([
       { type: "status", data: { description: "Running write: a", done: false } },
       { type: "status", data: { description: "Ran write", done: true } },
@@ -148,7 +148,7 @@ describe("ChunkEncoder", () => {
   it("closes the status line of a turn that showed one, naming the tools it ran", () => {
     const end = (name: string): ToolEnd => ({ kind: "tool-end", callId: name, name, args: {}, result: "ok", failed: false });
     const statuses = (outs: TurnOutput[]) =>
-      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true }), outs)
+      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), outs)
         .filter((c) => c.event)
         .map((c) => c.event!.data);
     const done = statuses([end("write"), end("bash"), end("write"), { kind: "finish", reason: "stop", usage }]);
@@ -160,7 +160,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("never emits delta.tool_calls and never an empty delta", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true });
+    const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "" },
       { kind: "tool-end", callId: "c", name: "bash", args: {}, result: "", failed: true },
@@ -175,7 +175,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes tool-call markup in the agent's text across chunks, but not in its own blocks", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "look <deta" },
       { kind: "text", text: 'ils type="tool_calls">' },
@@ -190,7 +190,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes markup in reasoning too", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "<details type=" },
       { kind: "reasoning", text: '"tool_calls"> ok' },
@@ -201,7 +201,7 @@ describe("ChunkEncoder", () => {
   it("does not lose a reasoning fragment held back by the guard when the turn moves on", () => {
     // Reasoning ending in "<" (or "<det", "</"…) is held by the reasoning guard; it must
     // come out before the turn ends.
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "is a <" },
       { kind: "text", text: "answer" },
@@ -212,7 +212,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("flushes held text before an error", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "partial <" },
       { kind: "error", message: "boom", code: "x" },
@@ -223,9 +223,34 @@ describe("ChunkEncoder", () => {
 
 describe("status events carry no markup from the agent", () => {
   it("strips angle brackets and control characters from tool titles", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" });
     const [chunk] = enc.encode({ kind: "tool-start", callId: "c", name: "bash", title: 'bash: echo "<img src=x onerror=alert(1)>"\n\u0007' });
     expect(chunk!.event!.data.description).not.toMatch(/[<>\n\u0007]/);
     expect(chunk!.event!.data.description).toContain("img src=x");
+  });
+});
+
+describe("tool runs for clients other than Open WebUI", () => {
+  const run = (name: string, args: unknown, failed = false) => ({ kind: "tool-end" as const, callId: "c1", name, args, result: "<b>big output</b>", failed });
+
+  it("markdown: one short line naming the tool and what it ran on, never the result", () => {
+    expect(toolRunLine(run("bash", { command: "ls -la\n  /tmp", description: "list" }))).toBe("\n\n> ran bash: `ls -la /tmp`\n\n");
+    expect(toolRunLine(run("write", { filePath: "a.py", content: "x" }))).toBe("\n\n> ran write: `a.py`\n\n");
+    expect(toolRunLine(run("todoread", {}))).toBe("\n\n> ran todoread\n\n");
+    expect(toolRunLine(run("bash", { command: "false" }, true))).toBe("\n\n> ran bash: `false` (failed)\n\n");
+    // Long arguments are cut; backticks cannot close the code span; odd names are cleaned.
+    const long = toolRunLine(run("my tool<x>", { command: `echo \`${"y".repeat(200)}\`` }));
+    expect(long).toMatch(/^\n\n> ran mytoolx: `echo 'y+…`\n\n$/);
+    expect(long).not.toContain("big output");
+  });
+
+  it("each style in the stream: details (Open WebUI's block), markdown, none", () => {
+    const text = (tools: ToolStyle) =>
+      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools }), [{ kind: "text", text: "a" }, run("bash", { command: "ls" }), { kind: "text", text: "b" }])
+        .map((c) => (c.choices[0]?.delta.content as string | undefined) ?? "")
+        .join("");
+    expect(text("details")).toContain('<details type="tool_calls"');
+    expect(text("markdown")).toBe("a\n\n> ran bash: `ls`\n\nb");
+    expect(text("none")).toBe("ab");
   });
 });
