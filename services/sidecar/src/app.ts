@@ -7,9 +7,11 @@ import type { Authenticator } from "./auth/identity.js";
 import type { ChatService } from "./chat/chat-service.js";
 import type { TurnRegistry } from "./chat/turn-registry.js";
 import { chatCompletions } from "./http/chat-completions.js";
+import { createResponse } from "./http/responses.js";
 import { authenticate, errorHandler, notFound, requestContext } from "./http/middleware.js";
 import { listModels } from "./http/models.js";
 import type { Logger } from "./log/logger.js";
+import type { ResponseIndex } from "./responses/response-index.js";
 import type { Runner } from "./runners/runner.js";
 import type { SyncService } from "./sync/sync-service.js";
 import { syncStatus } from "./http/sync-status.js";
@@ -24,6 +26,7 @@ export interface AppDeps {
   maxBodyBytes: number;
   keepAliveMs: number;
   maxImagesPerRequest: number;
+  responses: ResponseIndex;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -44,7 +47,9 @@ export function createApp(deps: AppDeps): Express {
   v1.use(authenticate(deps.auth));
   v1.get("/models", listModels);
   v1.get("/sync/status", syncStatus(deps.sync));
-  v1.post("/chat/completions", express.json({ limit: deps.maxBodyBytes, type: () => true }), chatCompletions(deps));
+  const json = express.json({ limit: deps.maxBodyBytes, type: () => true });
+  v1.post("/chat/completions", json, chatCompletions(deps));
+  v1.post("/responses", json, createResponse(deps));
   app.use("/v1", v1);
   app.use(notFound);
   app.use(errorHandler);

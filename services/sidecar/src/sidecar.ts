@@ -17,6 +17,8 @@ import { OpenWebUIClient } from "./sync/openwebui-client.js";
 import { SyncFilter } from "./sync/sync-filter.js";
 import { SyncService } from "./sync/sync-service.js";
 import { TurnEvents } from "./chat/turn-events.js";
+import { ResponseIndex } from "./responses/response-index.js";
+import { userSpace } from "./workspace/user-space.js";
 
 export interface Sidecar {
   app: Express;
@@ -60,8 +62,9 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     events,
   });
   const turns = new TurnRegistry();
+  const responses = new ResponseIndex((hash) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir);
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
-  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest });
+  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses });
   return {
     app,
     auth,

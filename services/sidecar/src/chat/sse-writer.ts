@@ -1,6 +1,7 @@
 /**
- * Writes a Server-Sent Events response: one `data: <json>\n\n` per chunk, `: keep-alive`
- * comments while nothing else is sent (long silent tool runs), `data: [DONE]` at the end.
+ * Writes a Server-Sent Events response: one `data: <json>\n\n` per chunk (or a named
+ * `event:`), `: keep-alive` comments while nothing else is sent (long silent tool runs), and
+ * for chat completions `data: [DONE]` at the end.
  */
 import type { Response } from "express";
 
@@ -28,6 +29,11 @@ export class SseWriter {
 
   data(payload: unknown): void {
     this.write(`data: ${JSON.stringify(payload)}\n\n`);
+  }
+
+  /** A named event (`event: <type>`), as the Responses API streams them. */
+  event(type: string, payload: unknown): void {
+    this.write(`event: ${type}\ndata: ${JSON.stringify(payload)}\n\n`);
   }
 
   /** An error after the stream began, in the shape Open WebUI shows to the user. */

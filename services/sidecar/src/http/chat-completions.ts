@@ -3,7 +3,6 @@
  * one `chat.completion` (`stream:false`). Errors before the first byte are real HTTP errors;
  * after it, an in-band `data: {"error":…}` (what Open WebUI shows).
  */
-import { createHash } from "node:crypto";
 import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
@@ -15,6 +14,7 @@ import type { TurnRegistry } from "../chat/turn-registry.js";
 import type { TurnOutput, Usage } from "../chat/turn-translator.js";
 import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
+import { chatLogId, headerChatKey } from "./chat-key.js";
 import { headerValue as header } from "./headers.js";
 import { MODELS } from "./models.js";
 
@@ -26,21 +26,9 @@ export interface ChatRouteDeps {
   maxImagesPerRequest: number;
 }
 
-/** Chat ids can be anything a client chose (some put e-mails in them): logs get a digest. */
-export function chatLogId(chatKey: string): string {
-  return createHash("sha256").update(chatKey).digest("hex").slice(0, 12);
-}
-
-/**
- * The chat a request belongs to: Open WebUI's chat id, else the client's session id, else a
- * key derived from the conversation. Open WebUI's temporary chats all send `local` (or
- * `local:<socket id>`): those are keyed by their conversation instead, so that two
- * temporary chats never share one agent session.
- */
+/** The chat a request belongs to: its headers' (chat-key.ts), else derived from the conversation. */
 function chatKeyOf(req: Request, identity: Identity, body: ChatCompletionRequest): string {
-  const owui = header(req.headers, "x-openwebui-chat-id");
-  if (owui && owui !== "local" && !owui.startsWith("local:")) return owui;
-  return header(req.headers, "x-session-id") ?? derivedChatKey(identity.userHash, body.messages);
+  return headerChatKey(req) ?? derivedChatKey(identity.userHash, body.messages);
 }
 
 /** Open WebUI names itself by its gateway key or by the X-OpenWebUI-* headers it forwards. */

@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { userHash } from "../../src/workspace/user-space.js";
 import { freePort } from "../../src/runners/free-port.js";
-import { chatLogId } from "../../src/http/chat-completions.js";
+import { chatLogId } from "../../src/http/chat-key.js";
 import { startOpenWebUI, type OpenWebUIAccount, type RealOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, script, startScriptedModel, type ScriptedModel, type Step } from "../fixtures/scripted-model.js";
 import { scriptedEnv, startSidecar, waitFor, type InProcessSidecar } from "../helpers/harness.js";

@@ -1,0 +1,128 @@
+/**
+ * `POST /v1/responses` (the Responses API), over the same turn core as chat completions: same
+ * identity, workspace, session map, locks, cap, deadlines and abort rules. A response belongs
+ * to a chat: `previous_response_id` (the chat of that response, the caller's own only),
+ * `conversation` (its id), the client's chat headers, or, as on chat completions, a key
+ * derived from the conversation the client resent. Streamed as the SDKs expect
+ * (responses/response-builder.ts), or answered whole. Tool runs are `mcp_call` items.
+ */
+import type { Request, Response } from "express";
+import type { Identity } from "../auth/identity.js";
+import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
+import { chatTurn, derivedChatKey } from "../chat/conversation.js";
+import { SseWriter } from "../chat/sse-writer.js";
+import type { TurnRegistry } from "../chat/turn-registry.js";
+import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
+import type { Logger } from "../log/logger.js";
+import { ResponseBuilder, newId } from "../responses/response-builder.js";
+import type { ResponseIndex } from "../responses/response-index.js";
+import { conversationId, inputMessages, parseResponsesRequest, type ResponsesRequest } from "../responses/request.js";
+import { chatLogId, headerChatKey } from "./chat-key.js";
+import { MODELS } from "./models.js";
+
+export interface ResponsesRouteDeps {
+  chat: ChatService;
+  turns: TurnRegistry;
+  responses: ResponseIndex;
+  keepAliveMs: number;
+  maxImagesPerRequest: number;
+}
+
+export function createResponse(deps: ResponsesRouteDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const identity = res.locals.identity as Identity | undefined;
+    const log = res.locals.log as Logger;
+    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const body = parseResponsesRequest(req.body);
+    const model = MODELS.find((m) => m.id === body.model);
+    if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
+    if (body.background) throw new BadRequestError("background responses are not supported yet", "unsupported_parameter", "background");
+
+    const messages = inputMessages(body.input);
+    const chatKey = await chatKeyOf(req, identity, body, deps.responses);
+    const turnLog = log.child({ chat: chatLogId(chatKey), api: "responses" });
+    res.locals.log = turnLog;
+    const content = chatTurn(messages, { maxImages: deps.maxImagesPerRequest });
+    const instructions = body.instructions ?? undefined;
+
+    const tracked = deps.turns.begin();
+    res.on("close", () => {
+      if (!res.writableFinished) tracked.clientGone();
+      tracked.end();
+    });
+    const { signal } = tracked;
+    try {
+      const turn = await deps.chat.prepare({
+        identity,
+        chatKey,
+        agent: model.agent as AgentName,
+        ...content,
+        system: [instructions, content.system].filter(Boolean).join("\n\n") || undefined,
+        log: turnLog,
+        signal,
+      });
+      const builder = new ResponseBuilder({
+        id: newId("resp"),
+        model: body.model,
+        instructions,
+        metadata: body.metadata ?? undefined,
+        previousResponseId: body.previous_response_id ?? undefined,
+        conversation: conversationId(body),
+        background: false,
+      });
+      // Recorded before the turn runs: a follow-up may name it as soon as the client has its id.
+      await deps.responses.put(identity.userHash, builder.response.id, { chatKey, createdAt: new Date().toISOString() });
+      turnLog.info({ sessionId: turn.sessionId, responseId: builder.response.id, stream: !!body.stream, agent: model.agent }, "turn started");
+      if (body.stream) await streamResponse(turn, builder, res, signal, deps.keepAliveMs, turnLog);
+      else await answerResponse(turn, builder, res, signal);
+    } finally {
+      tracked.end();
+    }
+  };
+}
+
+/** previous_response_id, then conversation, then the client's chat headers, then derived. */
+async function chatKeyOf(req: Request, identity: Identity, body: ResponsesRequest, index: ResponseIndex): Promise<string> {
+  if (body.previous_response_id) {
+    const found = await index.get(identity.userHash, body.previous_response_id);
+    // Another user's response id is as unknown as one never made.
+    if (!found) throw new NotFoundError(`Previous response with id '${body.previous_response_id}' not found.`, "previous_response_not_found", "previous_response_id");
+    return found.chatKey;
+  }
+  const conversation = conversationId(body);
+  if (conversation) return `conversation:${conversation}`;
+  return headerChatKey(req) ?? derivedChatKey(identity.userHash, inputMessages(body.input));
+}
+
+async function streamResponse(turn: PreparedTurn, builder: ResponseBuilder, res: Response, signal: AbortSignal, keepAliveMs: number, log: Logger): Promise<void> {
+  const sse = new SseWriter(res, keepAliveMs);
+  sse.open();
+  const send = (events: ReturnType<ResponseBuilder["start"]>) => events.forEach((e) => sse.event(e.type, e));
+  send(builder.start());
+  try {
+    for await (const out of turn.run(signal)) {
+      if (out.kind === "error") {
+        log.warn({ code: out.code, error: out.message }, "agent run failed");
+        const err = turnError(out);
+        send(builder.fail(err.code ?? out.code, err.message, err.type));
+      } else send(builder.push(out));
+    }
+  } catch (e) {
+    log.error({ err: (e as Error).message }, "turn failed after streaming began");
+    const err = e instanceof ApiError ? e : new RunnerError("The agent run failed", "runner_error");
+    send(builder.fail(err.code ?? "runner_error", err.message, err.type));
+  }
+  // A run that ended without a finish (the client left) leaves the response unfinished.
+  if (!builder.done && !signal.aborted) send(builder.fail("runner_error", "The agent run ended without an answer"));
+  sse.close();
+}
+
+async function answerResponse(turn: PreparedTurn, builder: ResponseBuilder, res: Response, signal: AbortSignal): Promise<void> {
+  builder.start();
+  for await (const out of turn.run(signal)) {
+    if (out.kind === "error") throw turnError(out);
+    builder.push(out);
+  }
+  if (signal.aborted || !builder.done) return;
+  res.json(builder.response);
+}
