@@ -7,11 +7,12 @@ import type { Authenticator } from "./auth/identity.js";
 import type { ChatService } from "./chat/chat-service.js";
 import type { TurnRegistry } from "./chat/turn-registry.js";
 import { chatCompletions } from "./http/chat-completions.js";
-import { createResponse } from "./http/responses.js";
+import { cancelResponse, createResponse, retrieveResponse } from "./http/responses.js";
 import { authenticate, errorHandler, notFound, requestContext } from "./http/middleware.js";
 import { listModels } from "./http/models.js";
 import type { Logger } from "./log/logger.js";
 import type { ResponseIndex } from "./responses/response-index.js";
+import type { BackgroundRuns } from "./responses/background-runs.js";
 import type { Runner } from "./runners/runner.js";
 import type { SyncService } from "./sync/sync-service.js";
 import { syncStatus } from "./http/sync-status.js";
@@ -27,6 +28,7 @@ export interface AppDeps {
   keepAliveMs: number;
   maxImagesPerRequest: number;
   responses: ResponseIndex;
+  background: BackgroundRuns;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -50,6 +52,8 @@ export function createApp(deps: AppDeps): Express {
   const json = express.json({ limit: deps.maxBodyBytes, type: () => true });
   v1.post("/chat/completions", json, chatCompletions(deps));
   v1.post("/responses", json, createResponse(deps));
+  v1.get("/responses/:id", retrieveResponse(deps));
+  v1.post("/responses/:id/cancel", cancelResponse(deps));
   app.use("/v1", v1);
   app.use(notFound);
   app.use(errorHandler);

@@ -18,6 +18,7 @@ import { SyncFilter } from "./sync/sync-filter.js";
 import { SyncService } from "./sync/sync-service.js";
 import { TurnEvents } from "./chat/turn-events.js";
 import { ResponseIndex } from "./responses/response-index.js";
+import { BackgroundRuns } from "./responses/background-runs.js";
 import { userSpace } from "./workspace/user-space.js";
 
 export interface Sidecar {
@@ -62,9 +63,11 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     events,
   });
   const turns = new TurnRegistry();
-  const responses = new ResponseIndex((hash) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir);
+  const stateDirOf = (hash: string) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir;
+  const responses = new ResponseIndex(stateDirOf);
+  const background = new BackgroundRuns(stateDirOf);
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
-  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses });
+  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses, background });
   return {
     app,
     auth,

@@ -16,6 +16,8 @@ import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from
 import type { Logger } from "../log/logger.js";
 import { ResponseBuilder, newId } from "../responses/response-builder.js";
 import type { ResponseIndex } from "../responses/response-index.js";
+import type { BackgroundRuns } from "../responses/background-runs.js";
+import type { StreamEvent } from "../responses/wire.js";
 import { conversationId, inputMessages, parseResponsesRequest, type ResponsesRequest } from "../responses/request.js";
 import { chatLogId, headerChatKey } from "./chat-key.js";
 import { MODELS } from "./models.js";
@@ -24,6 +26,7 @@ export interface ResponsesRouteDeps {
   chat: ChatService;
   turns: TurnRegistry;
   responses: ResponseIndex;
+  background: BackgroundRuns;
   keepAliveMs: number;
   maxImagesPerRequest: number;
 }
@@ -36,7 +39,6 @@ export function createResponse(deps: ResponsesRouteDeps) {
     const body = parseResponsesRequest(req.body);
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
-    if (body.background) throw new BadRequestError("background responses are not supported yet", "unsupported_parameter", "background");
 
     const messages = inputMessages(body.input);
     const chatKey = await chatKeyOf(req, identity, body, deps.responses);
@@ -45,12 +47,18 @@ export function createResponse(deps: ResponsesRouteDeps) {
     const content = chatTurn(messages, { maxImages: deps.maxImagesPerRequest });
     const instructions = body.instructions ?? undefined;
 
+    const background = !!body.background;
     const tracked = deps.turns.begin();
+    // A background turn outlives its request; a foreground one ends when its client leaves.
+    const requestGone = new AbortController();
     res.on("close", () => {
+      requestGone.abort();
+      if (background) return;
       if (!res.writableFinished) tracked.clientGone();
       tracked.end();
     });
-    const { signal } = tracked;
+    const signal = background ? tracked.signal : AbortSignal.any([tracked.signal, requestGone.signal]);
+    let detached = false;
     try {
       const turn = await deps.chat.prepare({
         identity,
@@ -68,15 +76,24 @@ export function createResponse(deps: ResponsesRouteDeps) {
         metadata: body.metadata ?? undefined,
         previousResponseId: body.previous_response_id ?? undefined,
         conversation: conversationId(body),
-        background: false,
+        background,
       });
       // Recorded before the turn runs: a follow-up may name it as soon as the client has its id.
       await deps.responses.put(identity.userHash, builder.response.id, { chatKey, createdAt: new Date().toISOString() });
-      turnLog.info({ sessionId: turn.sessionId, responseId: builder.response.id, stream: !!body.stream, agent: model.agent }, "turn started");
+      turnLog.info({ sessionId: turn.sessionId, responseId: builder.response.id, stream: !!body.stream, background, agent: model.agent }, "turn started");
+      if (background) {
+        await deps.background.start(identity.userHash, builder, turn, tracked, turnLog);
+        detached = true;
+        if (body.stream) await streamEvents(deps.background.events(identity.userHash, builder.response.id, -1, requestGone.signal), res, deps.keepAliveMs);
+        else res.json(await deps.background.get(identity.userHash, builder.response.id));
+        return;
+      }
       if (body.stream) await streamResponse(turn, builder, res, signal, deps.keepAliveMs, turnLog);
       else await answerResponse(turn, builder, res, signal);
+      if (builder.done) await deps.background.remember(identity.userHash, builder.response).catch((e: Error) => turnLog.error({ err: e.message }, "could not keep the response"));
     } finally {
-      tracked.end();
+      // A detached run ends its tracked turn itself.
+      if (!detached) tracked.end();
     }
   };
 }
@@ -125,4 +142,48 @@ async function answerResponse(turn: PreparedTurn, builder: ResponseBuilder, res:
   }
   if (signal.aborted || !builder.done) return;
   res.json(builder.response);
+}
+
+/** `GET /v1/responses/{id}`: the response's state; with `stream=true`, its events (after `starting_after`). */
+export function retrieveResponse(deps: ResponsesRouteDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const identity = res.locals.identity as Identity | undefined;
+    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const id = String(req.params.id);
+    const found = await deps.background.get(identity.userHash, id);
+    if (!found) throw notFound(id);
+    if (req.query.stream !== "true") {
+      res.json(found);
+      return;
+    }
+    const raw = req.query.starting_after;
+    const after = raw === undefined ? -1 : Number(raw);
+    if (!Number.isInteger(after) || after < -1) throw new BadRequestError("starting_after must be a sequence number", "invalid_request", "starting_after");
+    const gone = new AbortController();
+    res.on("close", () => gone.abort());
+    await streamEvents(deps.background.events(identity.userHash, id, after, gone.signal), res, deps.keepAliveMs);
+  };
+}
+
+/** `POST /v1/responses/{id}/cancel`: stops a background response; answers its final state. */
+export function cancelResponse(deps: ResponsesRouteDeps) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const identity = res.locals.identity as Identity | undefined;
+    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const id = String(req.params.id);
+    const found = await deps.background.cancel(identity.userHash, id);
+    if (!found) throw notFound(id);
+    res.json(found);
+  };
+}
+
+function notFound(id: string): NotFoundError {
+  return new NotFoundError(`Response with id '${id}' not found.`, "response_not_found", "response_id");
+}
+
+async function streamEvents(events: AsyncGenerator<StreamEvent>, res: Response, keepAliveMs: number): Promise<void> {
+  const sse = new SseWriter(res, keepAliveMs);
+  sse.open();
+  for await (const e of events) sse.event(e.type, e);
+  sse.close();
 }

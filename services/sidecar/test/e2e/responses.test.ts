@@ -76,3 +76,62 @@ describe("responses.create", () => {
     expect(bad).toBeInstanceOf(OpenAI.BadRequestError);
   });
 });
+
+describe("background responses", () => {
+  const waitDone = async (id: string) => {
+    for (let i = 0; i < 200; i++) {
+      const r = await client.responses.retrieve(id);
+      if (r.status !== "in_progress" && r.status !== "queued") return r;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`response ${id} did not end`);
+  };
+
+  it("runs detached: answers at once, then GET shows its state and output", async () => {
+    const started = await client.responses.create({ model: "open-persona/build", input: say.slow(10, 100), background: true });
+    expect(started.status).toBe("in_progress");
+    expect(started.background).toBe(true);
+    const done = await waitDone(started.id);
+    expect(done.status).toBe("completed");
+    expect(done.output_text).toBe("tok ".repeat(10));
+  });
+
+  it("resumes its event stream from any sequence number, live and after the end", async () => {
+    const started = await client.responses.create({ model: "open-persona/build", input: say.slow(8, 150), background: true });
+    const live = await client.responses.retrieve(started.id, { stream: true, starting_after: 1 });
+    const seen: number[] = [];
+    let text = "";
+    for await (const e of live) {
+      seen.push(e.sequence_number);
+      if (e.type === "response.output_text.delta") text += e.delta;
+    }
+    expect(seen[0]).toBe(2);
+    expect(seen).toEqual(seen.map((_, i) => i + 2));
+    expect(text).toBe("tok ".repeat(8));
+    // Over: the whole log is still there, from any point.
+    const again = await client.responses.retrieve(started.id, { stream: true, starting_after: seen.at(-3)! });
+    const tail: string[] = [];
+    for await (const e of again) tail.push(e.type);
+    expect(tail.at(-1)).toBe("response.completed");
+    expect(tail).toHaveLength(2);
+  });
+
+  it("is cancelled on request: the agent's model call ends and the state says so", async () => {
+    const started = await client.responses.create({ model: "open-persona/build", input: say.slow(200, 100), background: true });
+    await new Promise((r) => setTimeout(r, 1500));
+    const cancelled = await client.responses.cancel(started.id);
+    expect(cancelled.status).toBe("cancelled");
+    expect((await client.responses.retrieve(started.id)).status).toBe("cancelled");
+    const text = cancelled.output.flatMap((i) => (i.type === "message" ? i.content.map((c) => (c.type === "output_text" ? c.text : "")) : [])).join("");
+    expect(text.length).toBeGreaterThan(0);
+    expect(text.length).toBeLessThan("tok ".repeat(200).length);
+    // The agent's run was aborted in opencode: its model request is closed.
+    for (let i = 0; i < 50 && model.open() > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(model.open()).toBe(0);
+  });
+
+  it("is the caller's own: an unknown id is a 404", async () => {
+    const err = await client.responses.retrieve("resp_000000000000000000000000").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+});
