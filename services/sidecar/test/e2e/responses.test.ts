@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { say, script, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
-import { scriptedEnv, startSidecar, type InProcessSidecar } from "../helpers/harness.js";
+import { readSse, scriptedEnv, spawnSidecar, startSidecar, type InProcessSidecar } from "../helpers/harness.js";
 
 let model: ScriptedModel;
 let sidecar: InProcessSidecar;
@@ -134,4 +134,68 @@ describe("background responses", () => {
     const err = await client.responses.retrieve("resp_000000000000000000000000").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
   });
+});
+
+describe("sessions and failures", () => {
+  it("keeps one session for a client that resends its history without ids", async () => {
+    const first = `${randomUUID()} ${say.countTurns()}`;
+    const r1 = await client.responses.create({ model: "open-persona/build", input: first });
+    expect(r1.output_text).toBe("turns=1");
+    const r2 = await client.responses.create({
+      model: "open-persona/build",
+      input: [
+        { role: "user", content: first },
+        { role: "assistant", content: r1.output_text },
+        { role: "user", content: say.countTurns() },
+      ],
+    });
+    expect(r2.output_text).toBe("turns=2");
+  });
+
+  it("ends a failing turn's stream with an error event and response.failed, which the SDK raises", async () => {
+    const res = await fetch(`${sidecar.url}/v1/responses`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, input: say.fail(400, "model says no") }),
+    });
+    const events = (await readSse(res)).filter((e) => e.data).map((e) => JSON.parse(e.data!) as { type: string; error?: { code: string; message: string }; response?: { status: string } });
+    expect(events.at(-2)).toMatchObject({ type: "error", error: { message: expect.stringContaining("model says no") } });
+    expect(events.at(-1)).toMatchObject({ type: "response.failed", response: { status: "failed" } });
+    const viaSdk = await (async () => {
+      const s = client.responses.stream({ model: "open-persona/build", input: say.fail(400, "model says no") });
+      for await (const _ of s) void _;
+      return s.finalResponse();
+    })().catch((e: unknown) => e);
+    expect(viaSdk).toBeInstanceOf(Error);
+  });
+});
+
+describe("a background response across a sidecar restart", () => {
+  it("keeps a finished response and its events; one cut off by a crash reads as failed, its events so far kept", async () => {
+    const env = scriptedEnv(model.baseURL);
+    let child = await spawnSidecar(env);
+    const sdk = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused-on-loopback" });
+    try {
+      const done = await sdk(child.url).responses.create({ model: "open-persona/build", input: say.text("kept"), background: true });
+      for (let i = 0; i < 100 && (await sdk(child.url).responses.retrieve(done.id)).status === "in_progress"; i++) await new Promise((r) => setTimeout(r, 100));
+      const cut = await sdk(child.url).responses.create({ model: "open-persona/build", input: say.slow(300, 100), background: true });
+      await new Promise((r) => setTimeout(r, 2000));
+      await child.stop("SIGKILL");
+      child = await spawnSidecar(env);
+      const c = sdk(child.url);
+      expect((await c.responses.retrieve(done.id)).output_text).toBe("kept");
+      const types: string[] = [];
+      for await (const e of await c.responses.retrieve(done.id, { stream: true })) types.push(e.type);
+      expect(types[0]).toBe("response.created");
+      expect(types.at(-1)).toBe("response.completed");
+      const after = await c.responses.retrieve(cut.id);
+      expect(after.status).toBe("failed");
+      expect(after.error?.code).toBe("sidecar_restarted");
+      let deltas = 0;
+      for await (const e of await c.responses.retrieve(cut.id, { stream: true })) if (e.type === "response.output_text.delta") deltas++;
+      expect(deltas).toBeGreaterThan(0);
+    } finally {
+      await child.stop();
+    }
+  }, 120_000);
 });
