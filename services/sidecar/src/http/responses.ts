@@ -9,7 +9,7 @@
 import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
-import { chatTurn, derivedChatKey } from "../chat/conversation.js";
+import { chatTurn, derivedChatKey, isTaskPrompt, taskTurn } from "../chat/conversation.js";
 import { SseWriter } from "../chat/sse-writer.js";
 import type { TurnRegistry } from "../chat/turn-registry.js";
 import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
@@ -20,6 +20,7 @@ import type { BackgroundRuns } from "../responses/background-runs.js";
 import type { StreamEvent } from "../responses/wire.js";
 import { conversationId, inputMessages, parseResponsesRequest, type ResponsesRequest } from "../responses/request.js";
 import { chatLogId, headerChatKey } from "./chat-key.js";
+import { headerValue as header } from "./headers.js";
 import { MODELS } from "./models.js";
 
 export interface ResponsesRouteDeps {
@@ -42,10 +43,15 @@ export function createResponse(deps: ResponsesRouteDeps) {
 
     const messages = inputMessages(body.input);
     const chatKey = await chatKeyOf(req, identity, body, deps.responses);
-    const turnLog = log.child({ chat: chatLogId(chatKey), api: "responses" });
+    // Open WebUI's background tasks (titles, tags…) come this way too on its Responses
+    // connection: a throwaway, tool-less session, never the chat's.
+    const isTask = !body.background && (!!header(req.headers, "x-openwebui-task") || isTaskPrompt(messages, !!body.stream));
+    const turnLog = log.child({ chat: chatLogId(chatKey), api: "responses", task: isTask || undefined });
     res.locals.log = turnLog;
-    const content = chatTurn(messages, { maxImages: deps.maxImagesPerRequest });
+    const limits = { maxImages: deps.maxImagesPerRequest };
+    const content = chatTurn(messages, limits);
     const instructions = body.instructions ?? undefined;
+    const system = [instructions, content.system].filter(Boolean).join("\n\n") || undefined;
 
     const background = !!body.background;
     const tracked = deps.turns.begin();
@@ -60,15 +66,9 @@ export function createResponse(deps: ResponsesRouteDeps) {
     const signal = background ? tracked.signal : AbortSignal.any([tracked.signal, requestGone.signal]);
     let detached = false;
     try {
-      const turn = await deps.chat.prepare({
-        identity,
-        chatKey,
-        agent: model.agent as AgentName,
-        ...content,
-        system: [instructions, content.system].filter(Boolean).join("\n\n") || undefined,
-        log: turnLog,
-        signal,
-      });
+      const turn = isTask
+        ? await deps.chat.prepareTask({ identity, ...taskTurn(messages, limits), system, log: turnLog, signal })
+        : await deps.chat.prepare({ identity, chatKey, agent: model.agent as AgentName, ...content, system, log: turnLog, signal });
       const builder = new ResponseBuilder({
         id: newId("resp"),
         model: body.model,
