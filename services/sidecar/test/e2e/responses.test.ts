@@ -152,6 +152,15 @@ describe("sessions and failures", () => {
     expect(r2.output_text).toBe("turns=2");
   });
 
+  it("answers Open WebUI's background tasks outside the chat's session", async () => {
+    const conversation = `conv-${randomUUID()}`;
+    const ask = (headers: Record<string, string> = {}) =>
+      client.responses.create({ model: "open-persona/build", input: say.countTurns(), conversation }, { headers });
+    expect((await ask()).output_text).toBe("turns=1");
+    expect((await ask({ "X-OpenWebUI-Task": "title_generation" })).output_text).toBe("turns=1");
+    expect((await ask()).output_text).toBe("turns=2");
+  });
+
   it("ends a failing turn's stream with an error event and response.failed, which the SDK raises", async () => {
     const res = await fetch(`${sidecar.url}/v1/responses`, {
       method: "POST",
