@@ -21,11 +21,16 @@
  *   time to first token, inter-token gap, total, sidecar and opencode CPU. BENCH_SWEEP sets
  *   the list of N (e.g. BENCH_SWEEP=1,10,20); BENCH_SWEEP=0 skips the phase; the sidecar side
  *   uses at most BENCH_SWEEP_MAX_USERS users (default: as many as fit in memory).
+ * - Responses API (responses.ts): the same scripted reply streamed by POST /v1/responses and by
+ *   POST /v1/chat/completions through the latency phase's sidecar, alternating: first token
+ *   (new chat and follow-up) and the time between text deltas. BENCH_RESPONSES_ITERATIONS (10)
+ *   sizes it, BENCH_RESPONSES=0 skips it.
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
  * BENCH_WARM_ITERATIONS (10), BENCH_DOCKER (1), BENCH_RUNNERS (0), BENCH_SYNC (1), BENCH_SYNC_WRITES (20),
- * BENCH_SYNC_ITERATIONS (15), BENCH_SWEEP (1,10,20,40,80), BENCH_SWEEP_MAX_USERS; RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
+ * BENCH_SYNC_ITERATIONS (15), BENCH_SWEEP (1,10,20,40,80), BENCH_SWEEP_MAX_USERS, BENCH_RESPONSES (1),
+ * BENCH_RESPONSES_ITERATIONS (10); RUNNER_IMAGE, RUNNER_MEMORY, RUNNER_CPUS and RUNNER_PIDS reach the
  * docker-mode sidecar, OPENWEBUI_SYNC_DEBOUNCE_MS the sync phase's first sidecar.
  * Prints a report and writes it as JSON to bench/results/latest.json.
  */
@@ -40,6 +45,8 @@ import { launchDirect, type DirectOpencode } from "./direct.js";
 import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
 import { renderIsolation } from "./isolation-report.js";
 import { isolationNotRun, isolationPhase, type Isolation, type IsolationContext } from "./isolation.js";
+import { renderResponses } from "./responses-report.js";
+import { emptyResponses, responsesPhase, type ResponsesFigures } from "./responses.js";
 import { renderRunnerModes } from "./runner-modes-report.js";
 import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
 import { launchSidecar, SIDECAR_DIR, SidecarChat } from "./sidecar.js";
@@ -67,6 +74,8 @@ const SYNC_ITERATIONS = envInt("BENCH_SYNC_ITERATIONS", 15, 1, 1000);
 const SWEEP = sweepPoints(process.env.BENCH_SWEEP);
 const SWEEP_MAX_USERS = envInt("BENCH_SWEEP_MAX_USERS", 500, 1, 500);
 const RUNNERS = envInt("BENCH_RUNNERS", 0, 0, 1) === 1;
+const RESPONSES = envInt("BENCH_RESPONSES", 1, 0, 1) === 1;
+const RESPONSES_ITERATIONS = envInt("BENCH_RESPONSES_ITERATIONS", 10, 1, 1000);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -84,7 +93,9 @@ const BENCH_TIMEOUT_MS =
   // The sweep: a cold start and a settle per user, then a few rounds of streams per N.
   (SWEEP.length ? 5 * 60_000 + Math.max(...SWEEP) * 10_000 + SWEEP.length * 60_000 : 0) +
   // Isolation: per user and mode, a cold start and a restart, each waiting up to a minute for quiet.
-  (RUNNERS ? 2 * 60_000 + 3 * 2 * COLD_USERS * 90_000 : 0);
+  (RUNNERS ? 2 * 60_000 + 3 * 2 * COLD_USERS * 90_000 : 0) +
+  // Responses vs chat: two turns per API per iteration (and the warm-up), each well under a second.
+  (RESPONSES ? 60_000 + RESPONSES_ITERATIONS * 4 * 3_000 : 0);
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -289,6 +300,7 @@ function render(
   l: Latency,
   c: Concurrency,
   goals: Target[],
+  responses: ResponsesFigures,
   sweep: SweepFigures,
   sync: SyncFigures,
   modes: RunnerModes,
@@ -325,6 +337,8 @@ function render(
     `  sidecar CPU      ${c.sidecarCpuMs.toFixed(0)} ms (${c.sidecarCpuPercentOfCore.toFixed(1)} % of one core over the wall time)`,
     `  sidecar RSS      before ${c.rssMb.before} MB, peak ${c.rssMb.peak} MB, after ${c.rssMb.after} MB (${c.rssMb.samples} samples)`,
     `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
+    "",
+    ...renderResponses(responses),
     "",
     ...renderSweep(sweep),
     "",
@@ -368,6 +382,19 @@ async function isolationPhaseOrFailure(): Promise<{ isolation: Isolation; failed
     if (cleaning) throw e;
     log(`isolation failed: ${(e as Error).stack ?? String(e)}`);
     return { isolation: isolationNotRun(ctx, { error: e }), failed: true };
+  }
+}
+
+/** On the latency phase's sidecar; like the runner-modes phase, its failure fails the run but keeps the rest. */
+async function responsesPhaseOrFailure(sidecarUrl: string): Promise<{ responses: ResponsesFigures; failed: boolean }> {
+  if (!RESPONSES) return { responses: emptyResponses(RESPONSES_ITERATIONS, { skipped: "BENCH_RESPONSES=0" }), failed: false };
+  try {
+    // The latency phase's user: its runner is warm.
+    return { responses: await responsesPhase({ url: sidecarUrl, apiKey: API_KEY, userId: "bench-latency", iterations: RESPONSES_ITERATIONS, log }), failed: false };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`responses failed: ${(e as Error).stack ?? String(e)}`);
+    return { responses: emptyResponses(RESPONSES_ITERATIONS, { error: (e as Error).message ?? String(e) }), failed: true };
   }
 }
 
@@ -435,6 +462,8 @@ async function main(): Promise<boolean> {
   const pid = sidecar.child.pid;
 
   const lat = await latency(sidecarUrl, pid, directServer, directDir);
+  // Before the concurrency phase, whose new users' directories keep opencode busy a while.
+  const responses = await responsesPhaseOrFailure(sidecarUrl);
   const conc = await concurrency(sidecarUrl, pid);
   const opencodeVersion = (await directServer.health()).version ?? "?";
   // Done with them: their opencode may still be busy with the concurrency phase's new user
@@ -461,14 +490,15 @@ async function main(): Promise<boolean> {
     syncWrites: SYNC_WRITES,
     syncIterations: SYNC_ITERATIONS,
     sweep: SWEEP.join(","),
+    responsesIterations: RESPONSES ? RESPONSES_ITERATIONS : 0,
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, responses.responses, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, responses: responses.responses, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed && !sync.failed && !sweep.failed && !isolation.failed;
+  return !failed && !responses.failed && !sync.failed && !sweep.failed && !isolation.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -91,7 +91,13 @@ export function inputMessages(input: ResponsesRequest["input"]): ChatMessage[] {
   const out: ChatMessage[] = [];
   for (const item of input) {
     const isMessage = item.type === undefined || item.type === "message";
-    if (!isMessage || !item.role) continue;
+    if (!isMessage || !item.role) {
+      // An item the session holds (item_reference, reasoning, mcp_call, …) stands for an
+      // assistant turn: keep it as a boundary, or the earlier user message would join the
+      // latest turn (the AI SDK resends [user, item_reference, user]).
+      if (out.at(-1)?.role === "user") out.push({ role: "assistant", content: "" });
+      continue;
+    }
     const role = item.role as ChatMessage["role"];
     out.push({ role, content: typeof item.content === "string" ? item.content : (item.content ?? []).map(toChatPart) });
   }

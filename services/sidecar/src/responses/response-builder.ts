@@ -86,7 +86,7 @@ export class ResponseBuilder {
         // Responses has no status line, and no custom event may be sent.
         return [];
       case "finish":
-        return this.finish(o.usage);
+        return this.finish(o.usage, o.reason);
       case "error":
         return this.fail(o.code, o.message);
     }
@@ -95,7 +95,8 @@ export class ResponseBuilder {
   /** Ends the response as failed (the sidecar's own errors, e.g. a lost runner). */
   fail(code: string, message: string, type = "server_error"): StreamEvent[] {
     if (this.done) return [];
-    const closing = this.closeOpen();
+    // The message cut short stays in the output, marked unfinished (what OpenAI sends).
+    const closing = this.closeOpen("incomplete");
     this.response.status = "failed";
     this.response.error = { type, code, message };
     this.response.completed_at = Math.floor(Date.now() / 1000);
@@ -115,9 +116,12 @@ export class ResponseBuilder {
     return closing;
   }
 
-  private finish(usage: Usage): StreamEvent[] {
-    const closing = this.closeOpen();
-    this.response.status = "completed";
+  /** `length`: the model hit its output limit — `response.incomplete`, as OpenAI ends it. */
+  private finish(usage: Usage, reason: "stop" | "length"): StreamEvent[] {
+    const cut = reason === "length";
+    const closing = this.closeOpen(cut ? "incomplete" : "completed");
+    this.response.status = cut ? "incomplete" : "completed";
+    if (cut) this.response.incomplete_details = { reason: "max_output_tokens" };
     this.response.completed_at = Math.floor(Date.now() / 1000);
     this.response.usage = {
       input_tokens: usage.prompt_tokens,
@@ -126,7 +130,7 @@ export class ResponseBuilder {
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: usage.total_tokens,
     };
-    return [...closing, this.event("response.completed", { response: this.snapshot() })];
+    return [...closing, this.event(cut ? "response.incomplete" : "response.completed", { response: this.snapshot() })];
   }
 
   private ensureOpen(kind: Open["kind"]): StreamEvent[] {
