@@ -16,6 +16,7 @@ import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from
 import type { Logger } from "../log/logger.js";
 import { chatLogId, headerChatKey } from "./chat-key.js";
 import { headerValue as header } from "./headers.js";
+import { requireIdentity } from "./middleware.js";
 import { MODELS } from "./models.js";
 
 export interface ChatRouteDeps {
@@ -51,9 +52,8 @@ function toolStyleOf(req: Request, identity: Identity): ToolStyle {
 
 export function chatCompletions(deps: ChatRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const identity = res.locals.identity as Identity | undefined;
+    const identity = requireIdentity(res);
     const log = res.locals.log as Logger;
-    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
     const body = parseChatRequest(req.body);
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");

@@ -1,8 +1,8 @@
 /** Request-scoped plumbing: request id + logger, authentication, and the error renderer. */
 import { randomUUID } from "node:crypto";
 import type { NextFunction, Request, Response } from "express";
-import type { Authenticator } from "../auth/identity.js";
-import { NotFoundError, toApiError } from "../errors/api-error.js";
+import type { Authenticator, Identity } from "../auth/identity.js";
+import { BadRequestError, NotFoundError, toApiError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 
 export function requestContext(log: Logger) {
@@ -33,6 +33,13 @@ export function authenticate(auth: Authenticator) {
     res.locals.log = (res.locals.log as Logger).child({ via: caller.via, user: caller.identity?.userHash });
     next();
   };
+}
+
+/** The caller `authenticate` found; a request that named no user is a 400 saying what is missing. */
+export function requireIdentity(res: Response): Identity {
+  const identity = res.locals.identity as Identity | undefined;
+  if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+  return identity;
 }
 
 export function notFound(req: Request): never {

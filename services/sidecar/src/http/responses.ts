@@ -21,6 +21,7 @@ import type { StreamEvent } from "../responses/wire.js";
 import { conversationId, inputMessages, parseResponsesRequest, type ResponsesRequest } from "../responses/request.js";
 import { chatLogId, headerChatKey } from "./chat-key.js";
 import { headerValue as header } from "./headers.js";
+import { requireIdentity } from "./middleware.js";
 import { MODELS } from "./models.js";
 
 export interface ResponsesRouteDeps {
@@ -34,9 +35,8 @@ export interface ResponsesRouteDeps {
 
 export function createResponse(deps: ResponsesRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const identity = res.locals.identity as Identity | undefined;
+    const identity = requireIdentity(res);
     const log = res.locals.log as Logger;
-    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
     const body = parseResponsesRequest(req.body);
     const model = MODELS.find((m) => m.id === body.model);
     if (!model) throw new NotFoundError(`The model '${body.model}' does not exist`, "model_not_found", "model");
@@ -147,8 +147,7 @@ async function answerResponse(turn: PreparedTurn, builder: ResponseBuilder, res:
 /** `GET /v1/responses/{id}`: the response's state; with `stream=true`, its events (after `starting_after`). */
 export function retrieveResponse(deps: ResponsesRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const identity = res.locals.identity as Identity | undefined;
-    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const identity = requireIdentity(res);
     const id = String(req.params.id);
     const found = await deps.background.get(identity.userHash, id);
     if (!found) throw notFound(id);
@@ -168,8 +167,7 @@ export function retrieveResponse(deps: ResponsesRouteDeps) {
 /** `POST /v1/responses/{id}/cancel`: stops a background response; answers its final state. */
 export function cancelResponse(deps: ResponsesRouteDeps) {
   return async (req: Request, res: Response): Promise<void> => {
-    const identity = res.locals.identity as Identity | undefined;
-    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const identity = requireIdentity(res);
     const id = String(req.params.id);
     const found = await deps.background.cancel(identity.userHash, id);
     if (!found) throw notFound(id);

@@ -1,13 +1,11 @@
 /** `GET /v1/sync/status`: the caller's own knowledge-base sync state (never anyone else's). */
 import type { Request, Response } from "express";
-import type { Identity } from "../auth/identity.js";
-import { BadRequestError } from "../errors/api-error.js";
 import type { SyncService } from "../sync/sync-service.js";
+import { requireIdentity } from "./middleware.js";
 
 export function syncStatus(sync: SyncService | undefined) {
   return async (_req: Request, res: Response): Promise<void> => {
-    const identity = res.locals.identity as Identity | undefined;
-    if (!identity) throw new BadRequestError(res.locals.missingIdentity as string, "missing_user");
+    const identity = requireIdentity(res);
     if (!sync) {
       res.json({ enabled: false, reason: "OPENWEBUI_URL and OPENWEBUI_API_KEY are not set" });
       return;
