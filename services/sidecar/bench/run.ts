@@ -25,6 +25,9 @@
  *   POST /v1/chat/completions through the latency phase's sidecar, alternating: first token
  *   (new chat and follow-up) and the time between text deltas. BENCH_RESPONSES_ITERATIONS (10)
  *   sizes it, BENCH_RESPONSES=0 skips it.
+ * - Artifacts (artifacts.ts): what collecting a turn's artifacts adds to the turn's end on
+ *   workspaces of 100 to 20 000 files, and serving a link. BENCH_ARTIFACTS=0 skips it,
+ *   BENCH_ARTIFACTS_ITERATIONS (15) sizes it.
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
@@ -46,6 +49,7 @@ import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
 import { renderIsolation } from "./isolation-report.js";
 import { isolationNotRun, isolationPhase, type Isolation, type IsolationContext } from "./isolation.js";
 import { renderResponses } from "./responses-report.js";
+import { artifactsPhase, emptyArtifacts, renderArtifacts, type ArtifactsFigures } from "./artifacts.js";
 import { emptyResponses, responsesPhase, type ResponsesFigures } from "./responses.js";
 import { renderRunnerModes } from "./runner-modes-report.js";
 import { failedRunnerModes, runnerModes, type PhaseContext, type RunnerModes } from "./runner-modes.js";
@@ -76,6 +80,8 @@ const SWEEP_MAX_USERS = envInt("BENCH_SWEEP_MAX_USERS", 500, 1, 500);
 const RUNNERS = envInt("BENCH_RUNNERS", 0, 0, 1) === 1;
 const RESPONSES = envInt("BENCH_RESPONSES", 1, 0, 1) === 1;
 const RESPONSES_ITERATIONS = envInt("BENCH_RESPONSES_ITERATIONS", 10, 1, 1000);
+const ARTIFACTS = envInt("BENCH_ARTIFACTS", 1, 0, 1) === 1;
+const ARTIFACTS_ITERATIONS = envInt("BENCH_ARTIFACTS_ITERATIONS", 15, 1, 1000);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -95,7 +101,9 @@ const BENCH_TIMEOUT_MS =
   // Isolation: per user and mode, a cold start and a restart, each waiting up to a minute for quiet.
   (RUNNERS ? 2 * 60_000 + 3 * 2 * COLD_USERS * 90_000 : 0) +
   // Responses vs chat: two turns per API per iteration (and the warm-up), each well under a second.
-  (RESPONSES ? 60_000 + RESPONSES_ITERATIONS * 4 * 3_000 : 0);
+  (RESPONSES ? 60_000 + RESPONSES_ITERATIONS * 4 * 3_000 : 0) +
+  // Artifacts: building a 20 000-file workspace, then well under a second per iteration and size.
+  (ARTIFACTS ? 60_000 + ARTIFACTS_ITERATIONS * 3 * 2_000 : 0);
 
 const SHORT_TEXT = "hello from the benchmark";
 const SHORT = say.text(SHORT_TEXT);
@@ -301,6 +309,7 @@ function render(
   c: Concurrency,
   goals: Target[],
   responses: ResponsesFigures,
+  artifacts: ArtifactsFigures,
   sweep: SweepFigures,
   sync: SyncFigures,
   modes: RunnerModes,
@@ -339,6 +348,8 @@ function render(
     `  errors           ${c.errors}${c.errorMessages.length ? `: ${c.errorMessages.join("; ")}` : ""}`,
     "",
     ...renderResponses(responses),
+    "",
+    ...renderArtifacts(artifacts),
     "",
     ...renderSweep(sweep),
     "",
@@ -386,6 +397,16 @@ async function isolationPhaseOrFailure(): Promise<{ isolation: Isolation; failed
 }
 
 /** On the latency phase's sidecar; like the runner-modes phase, its failure fails the run but keeps the rest. */
+async function artifactsPhaseOrFailure(): Promise<{ artifacts: ArtifactsFigures; failed: boolean }> {
+  if (!ARTIFACTS) return { artifacts: emptyArtifacts(ARTIFACTS_ITERATIONS, { skipped: "BENCH_ARTIFACTS=0" }), failed: false };
+  try {
+    return { artifacts: await artifactsPhase(ARTIFACTS_ITERATIONS, log), failed: false };
+  } catch (e) {
+    log(`artifacts phase failed: ${(e as Error).stack ?? e}`);
+    return { artifacts: emptyArtifacts(ARTIFACTS_ITERATIONS, { error: (e as Error).message ?? String(e) }), failed: true };
+  }
+}
+
 async function responsesPhaseOrFailure(sidecarUrl: string): Promise<{ responses: ResponsesFigures; failed: boolean }> {
   if (!RESPONSES) return { responses: emptyResponses(RESPONSES_ITERATIONS, { skipped: "BENCH_RESPONSES=0" }), failed: false };
   try {
@@ -474,6 +495,7 @@ async function main(): Promise<boolean> {
   const sweep = await sweepPhaseOrFailure();
   // The sync phase stops its sidecars when it ends: the runner modes' cold starts need quiet.
   const sync = await syncPhaseOrFailure();
+  const artifacts = await artifactsPhaseOrFailure();
   const { modes, failed } = await runnerModesPhase();
   const isolation = await isolationPhaseOrFailure();
   const goals = targets(lat);
@@ -491,14 +513,15 @@ async function main(): Promise<boolean> {
     syncIterations: SYNC_ITERATIONS,
     sweep: SWEEP.join(","),
     responsesIterations: RESPONSES ? RESPONSES_ITERATIONS : 0,
+    artifactsIterations: ARTIFACTS ? ARTIFACTS_ITERATIONS : 0,
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, responses.responses, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, responses.responses, artifacts.artifacts, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, responses: responses.responses, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, responses: responses.responses, artifacts: artifacts.artifacts, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed && !responses.failed && !sync.failed && !sweep.failed && !isolation.failed;
+  return !failed && !responses.failed && !artifacts.failed && !sync.failed && !sweep.failed && !isolation.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -16,6 +16,8 @@ import type { BackgroundRuns } from "./responses/background-runs.js";
 import type { Runner } from "./runners/runner.js";
 import type { SyncService } from "./sync/sync-service.js";
 import { syncStatus } from "./http/sync-status.js";
+import { serveArtifact } from "./http/artifacts.js";
+import type { ArtifactService } from "./artifacts/artifact-service.js";
 
 export interface AppDeps {
   auth: Authenticator;
@@ -29,6 +31,8 @@ export interface AppDeps {
   maxImagesPerRequest: number;
   responses: ResponseIndex;
   background: BackgroundRuns;
+  artifacts?: ArtifactService;
+  publicBaseUrl?: string;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -45,6 +49,8 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(requestContext(deps.log));
+  // Opened by browsers, which have no API key: the token in the path is the capability.
+  if (deps.artifacts) app.get("/v1/artifacts/:token/:name", serveArtifact(deps.artifacts));
   const v1 = express.Router();
   v1.use(authenticate(deps.auth));
   v1.get("/models", listModels);

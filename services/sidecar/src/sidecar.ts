@@ -2,6 +2,7 @@
  * The composition root: builds every part from the configuration and wires them together.
  * `main.ts` runs it; tests build the very same thing around a captured logger.
  */
+import path from "node:path";
 import type { Express } from "express";
 import { createApp } from "./app.js";
 import { Authenticator } from "./auth/identity.js";
@@ -20,6 +21,13 @@ import { TurnEvents } from "./chat/turn-events.js";
 import { ResponseIndex } from "./responses/response-index.js";
 import { BackgroundRuns } from "./responses/background-runs.js";
 import { userSpace } from "./workspace/user-space.js";
+import { ArtifactService } from "./artifacts/artifact-service.js";
+import { ArtifactStore } from "./artifacts/artifact-store.js";
+import { ArtifactSigner } from "./artifacts/artifact-token.js";
+import { persistentSecret } from "./config/persistent-secret.js";
+
+/** How long a turn's end may look for artifacts (a huge workspace must not hold the answer). */
+const ARTIFACT_COLLECT_TIMEOUT_MS = 10_000;
 
 export interface Sidecar {
   app: Express;
@@ -53,6 +61,19 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     : undefined;
   const events = new TurnEvents();
   sync?.subscribe(events);
+  const artifacts = config.artifacts
+    ? new ArtifactService({
+        // The workspace rules of the sync (secrets, ignored paths…), whatever its own settings.
+        filter: new SyncFilter({ maxBytes: config.artifacts.maxBytes, allowHtml: true }),
+        store: new ArtifactStore(config.stateRoot),
+        signer: new ArtifactSigner(config.artifacts.signingKey ?? persistentSecret(path.join(config.stateRoot, "artifact-key"))),
+        maxBytes: config.artifacts.maxBytes,
+        maxPerTurn: config.artifacts.maxPerTurn,
+        ttlS: config.artifacts.urlTtlS,
+        collectTimeoutMs: ARTIFACT_COLLECT_TIMEOUT_MS,
+        log: log.child({ component: "artifacts" }),
+      })
+    : undefined;
   const chat = new ChatService({
     runner,
     store: new SessionStore({ log: log.child({ component: "sessions" }) }),
@@ -61,13 +82,14 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
     limits: { ...config.turn, modelConfigured: !!config.opencodeModel },
     events,
+    artifacts,
   });
   const turns = new TurnRegistry();
   const stateDirOf = (hash: string) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir;
   const responses = new ResponseIndex(stateDirOf);
   const background = new BackgroundRuns(stateDirOf);
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
-  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses, background });
+  const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses, background, artifacts, publicBaseUrl: config.publicBaseUrl });
   return {
     app,
     auth,
@@ -76,11 +98,13 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     start: async () => {
       void checkModel(modelSetup(config.runnerEnv), log.child({ component: "model" }));
       await runner.start();
+      artifacts?.start();
       // Not awaited: reconciliation talks to Open WebUI, which may be down; it retries.
       void sync?.start().catch((e) => log.error({ err: (e as Error).message }, "sync could not start"));
     },
     drain: (graceMs) => turns.drain(graceMs),
     stop: async () => {
+      artifacts?.stop();
       sync?.stop();
       await sync?.flush();
       await runner.stop();

@@ -8,6 +8,7 @@
  */
 import { ClientClosedError, RateLimitError, turnError, type ApiError } from "../errors/api-error.js";
 import type { Identity } from "../auth/identity.js";
+import type { Logger } from "../log/logger.js";
 import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
 import type { Runner, RunnerEndpoint } from "../runners/runner.js";
 import { ConcurrencyLimiter } from "../limits/concurrency.js";
@@ -18,6 +19,7 @@ import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
 import type { TurnEvents } from "./turn-events.js";
 import { transcript, type PastMessage, type TaskInput, type TurnInput } from "./turn-input.js";
 import type { TurnOutput } from "./turn-translator.js";
+import type { TurnArtifacts } from "../artifacts/artifact-service.js";
 
 export type { AgentName } from "./turn-input.js";
 
@@ -47,6 +49,12 @@ export interface ChatServiceDeps {
   limits: RunLimits;
   /** Where a runner in use and a turn's end are announced (knowledge-base sync listens). */
   events: TurnEvents;
+  /** Finds what a finished turn made to look at (artifacts/); absent: nothing is shown. */
+  artifacts?: ArtifactCollector;
+}
+
+export interface ArtifactCollector {
+  collect(space: UserSpace, sinceMs: number, log: Logger): Promise<TurnArtifacts>;
 }
 
 /** Background tasks get a throwaway session in which every tool is denied. */
@@ -137,9 +145,11 @@ export class ChatService {
   private async *runLocked(turn: LockedTurn, signal: AbortSignal): AsyncGenerator<TurnOutput> {
     const { ep, space, req, sessionId, body, release } = turn;
     let unlock = await this.sessionLocks.acquire(sessionId);
+    // Files changed from here on are this turn's (the lock keeps the chat's other turns out).
+    const startedAt = Date.now();
     try {
       try {
-        yield* runPrompt(ep, sessionId, body, signal, req.log, this.deps.limits);
+        yield* this.withArtifacts(runPrompt(ep, sessionId, body, signal, req.log, this.deps.limits), space, startedAt, req.log);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
@@ -151,12 +161,32 @@ export class ChatService {
         req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
         unlock();
         unlock = await this.sessionLocks.acquire(fresh);
-        yield* runPrompt(ep, fresh, body, signal, req.log, this.deps.limits);
+        yield* this.withArtifacts(runPrompt(ep, fresh, body, signal, req.log, this.deps.limits), space, startedAt, req.log);
       }
     } finally {
       unlock();
       release();
       this.deps.events.emit("turn.ended", { identity: req.identity, space });
+    }
+  }
+
+  /**
+   * The turn's outputs, with what it made to look at just before it finishes. A turn that ran
+   * no tool changed no file: it is not looked for (a text-only answer pays nothing).
+   */
+  private async *withArtifacts(outputs: AsyncGenerator<TurnOutput>, space: UserSpace, since: number, log: Logger): AsyncGenerator<TurnOutput> {
+    let ranTools = false;
+    for await (const o of outputs) {
+      if (o.kind === "tool-end") ranTools = true;
+      if (o.kind === "finish" && ranTools && this.deps.artifacts) {
+        // Showing them is a courtesy: a failure here must not cost the answer.
+        const found = await this.deps.artifacts.collect(space, since, log).catch((e) => {
+          log.warn({ err: (e as Error).message }, "could not collect artifacts");
+          return undefined;
+        });
+        if (found && (found.items.length || found.more)) yield { kind: "artifacts", ...found };
+      }
+      yield o;
     }
   }
 

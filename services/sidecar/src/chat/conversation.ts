@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { BadRequestError } from "../errors/api-error.js";
+import { sniffImage } from "../media/file-signatures.js";
 import type { PromptPart } from "../opencode/client.js";
 import type { ChatMessage, ContentPart } from "./request-schema.js";
 import { titleFrom, type PastMessage, type TurnInput } from "./turn-input.js";
@@ -109,14 +110,6 @@ function convertPart(p: ContentPart, n: number): PromptPart[] {
   throw new BadRequestError(`Unsupported content part type '${p.type}'`, "unsupported_content", "messages");
 }
 
-/** The formats every vision model takes, by their first bytes. */
-const IMAGE_SIGNATURES: Array<{ mime: string; test: (b: Buffer) => boolean }> = [
-  { mime: "image/png", test: (b) => b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) },
-  { mime: "image/jpeg", test: (b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff },
-  { mime: "image/gif", test: (b) => /^GIF8[79]a$/.test(b.subarray(0, 6).toString("latin1")) },
-  { mime: "image/webp", test: (b) => b.subarray(0, 4).toString("latin1") === "RIFF" && b.subarray(8, 12).toString("latin1") === "WEBP" },
-];
-
 /**
  * An image data URL whose payload is base64 and starts like a PNG, JPEG, GIF or WebP.
  * The mime is the one the bytes show (a model provider refuses an image whose declared type
@@ -131,10 +124,9 @@ function checkedImage(url: string, m: RegExpExecArray): { mime: string; url: str
   const pad = data.indexOf("=");
   const badPadding = pad !== -1 && data.slice(pad) !== "=" && data.slice(pad) !== "==";
   if (data.length % 4 === 1 || NOT_BASE64.test(data) || badPadding) throw invalid("the data URL is not valid base64");
-  const head = Buffer.from(data.slice(0, 16), "base64");
-  const kind = IMAGE_SIGNATURES.find((s) => s.test(head));
-  if (!kind) throw invalid("not a PNG, JPEG, GIF or WebP image");
-  return kind.mime === m[1]!.toLowerCase() ? { mime: kind.mime, url } : { mime: kind.mime, url: `data:${kind.mime};base64,${data}` };
+  const mime = sniffImage(Buffer.from(data.slice(0, 16), "base64"));
+  if (!mime) throw invalid("not a PNG, JPEG, GIF or WebP image");
+  return mime === m[1]!.toLowerCase() ? { mime, url } : { mime, url: `data:${mime};base64,${data}` };
 }
 
 /**

@@ -2,10 +2,12 @@
  * Encodes turn outputs as OpenAI `chat.completion.chunk` objects: text → `delta.content`,
  * reasoning → `delta.reasoning_content`, a finished tool → text in content in the caller's
  * `ToolStyle` (Open WebUI's `<details type="tool_calls">` block, a markdown line, or
- * nothing), a running tool → a status event chunk (Open WebUI only). Never
+ * nothing), a running tool → a status event chunk (Open WebUI only), the turn's artifacts →
+ * Open WebUI's `embeds`/`files` events or a list of links (artifacts/artifact-links.ts). Never
  * `delta.tool_calls`: a client would try to execute the agent's tools itself.
  */
 import { randomUUID } from "node:crypto";
+import { linksMarkdown, openWebUIArtifacts, type OpenWebUIArtifactEvent } from "../artifacts/artifact-links.js";
 import { MarkupGuard } from "./markup-guard.js";
 import { retryStatus } from "./provider-failure.js";
 import type { TurnOutput, Usage } from "./turn-translator.js";
@@ -17,8 +19,17 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{ index: 0; delta: Record<string, unknown>; finish_reason: string | null }>;
   usage?: Usage;
-  /** Open WebUI extension: handled before `choices` (status line above the message). */
-  event?: { type: "status"; data: { description: string; done: boolean } };
+  /** Open WebUI extension, handled before `choices`: the status line, or what to render under the message. */
+  event?: { type: "status"; data: { description: string; done: boolean } } | OpenWebUIArtifactEvent;
+}
+
+/**
+ * How artifacts show: `openwebui` as the events it renders under the message, `markdown` as
+ * a list of links at the end of the answer. `base` is how browsers reach the sidecar.
+ */
+export interface ArtifactForm {
+  style: "openwebui" | "markdown";
+  base: string;
 }
 
 /**
@@ -94,6 +105,7 @@ export class ChunkEncoder {
       openWebUI: boolean;
       /** How finished tool runs show in the text. */
       tools: ToolStyle;
+      artifacts: ArtifactForm;
     },
   ) {}
 
@@ -116,6 +128,12 @@ export class ChunkEncoder {
         return [...this.delta({ content: this.textGuard.flush() + toolRunText(o, this.opts.tools) }), ...this.status(`Ran ${o.name}`, true)];
       case "retry":
         return this.status(retryStatus(o.failure, o.provider, o.model, o.message, o.delayS), false);
+      case "artifacts": {
+        const flushed = this.delta({ content: this.textGuard.flush() });
+        if (this.opts.artifacts.style === "markdown") return [...flushed, ...this.delta({ content: linksMarkdown(o.items, o.more, this.opts.artifacts.base).text })];
+        const { events, text } = openWebUIArtifacts(o, this.opts.artifacts.base);
+        return [...flushed, ...events.map((event) => ({ ...this.chunk([]), event })), ...this.delta({ content: text })];
+      }
       case "finish": {
         const finish = this.chunk([{ index: 0, delta: {}, finish_reason: o.reason }]);
         if (this.opts.openWebUI && !this.opts.includeUsage) finish.usage = o.usage;

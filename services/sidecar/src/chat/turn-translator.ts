@@ -7,6 +7,7 @@
  * stream, and is ignored), or at `session.error`, or when the event stream is lost for good
  * (a transient loss is bridged by `catchUp`, fed from the messages API).
  */
+import type { Artifact } from "../artifacts/artifact-service.js";
 import type { MessageInfo, OpencodeEvent, Part, TokenUsage } from "../opencode/events.js";
 import { failureKind, providerFailure, retryAfterFromHeaders, type FailureKind, type ModelRef, type ProviderRef } from "./provider-failure.js";
 
@@ -23,6 +24,8 @@ export type TurnOutput =
   | { kind: "tool-end"; callId: string; name: string; args: unknown; result: string; failed: boolean }
   /** opencode will call the model provider again after a failure (`attempt` counts from 1). */
   | { kind: "retry"; attempt: number; message: string; failure: FailureKind; delayS?: number; model?: ModelRef; provider?: ProviderRef }
+  /** What the turn made to look at (artifacts/), just before it finishes. */
+  | { kind: "artifacts"; items: Artifact[]; more: number }
   | { kind: "finish"; reason: "stop" | "length"; usage: Usage }
   /** The turn failed; `retryAfterS` when the provider said when to come back. */
   | { kind: "error"; message: string; code: string; retryAfterS?: number };

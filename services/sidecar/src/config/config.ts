@@ -66,6 +66,18 @@ export interface Config {
   docker: DockerRunnerConfig;
   /** Knowledge-base sync; off unless OPENWEBUI_URL and OPENWEBUI_API_KEY are both set. */
   sync?: SyncConfig;
+  /** Artifacts shown in the chat (ARTIFACTS=off: none). */
+  artifacts?: ArtifactsConfig;
+  /** PUBLIC_BASE_URL: how browsers reach the sidecar (artifact links); default: the request's origin. */
+  publicBaseUrl?: string;
+}
+
+export interface ArtifactsConfig {
+  maxBytes: number;
+  maxPerTurn: number;
+  urlTtlS: number;
+  /** Signs artifact links; generated and kept under STATE_ROOT when unset. */
+  signingKey?: string;
 }
 
 export interface TurnConfig {
@@ -214,12 +226,14 @@ const SIDECAR_ONLY = new Set([
   "RUNNER_SECRET",
   "OPENCODE_BASE_URL",
   "OPENCODE_SERVER_PASSWORD",
+  "ARTIFACT_SIGNING_KEY",
   // Paths, but of the secrets above.
   "SIDECAR_API_KEYS_FILE",
   "OPENWEBUI_API_KEY_FILE",
   "OPENWEBUI_JWT_SECRET_FILE",
   "RUNNER_SECRET_FILE",
   "OPENCODE_SERVER_PASSWORD_FILE",
+  "ARTIFACT_SIGNING_KEY_FILE",
 ]);
 
 function dockerUser(env: Env): string {
@@ -233,7 +247,7 @@ function dockerUser(env: Env): string {
  * Secrets that may come from a file instead (`<NAME>_FILE`, as Docker and Kubernetes mount
  * them), so they need not sit in the sidecar's environment. A runner never gets either form.
  */
-const SECRET_FILE_VARS = ["SIDECAR_API_KEYS", "OPENWEBUI_JWT_SECRET", "RUNNER_SECRET", "OPENWEBUI_API_KEY", "OPENCODE_SERVER_PASSWORD"] as const;
+const SECRET_FILE_VARS = ["SIDECAR_API_KEYS", "OPENWEBUI_JWT_SECRET", "RUNNER_SECRET", "OPENWEBUI_API_KEY", "OPENCODE_SERVER_PASSWORD", "ARTIFACT_SIGNING_KEY"] as const;
 
 /** `env` with each `<NAME>_FILE` read into `<NAME>` (one trailing newline dropped). */
 export function withSecretFiles(env: Env): Env {
@@ -292,6 +306,9 @@ export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Conf
       `HOST=${host} is not loopback: set SIDECAR_API_KEYS or SIDECAR_USER_KEYS_FILE (refusing to serve unauthenticated)`,
     );
   }
+  if (env.ARTIFACT_SIGNING_KEY && env.ARTIFACT_SIGNING_KEY.length < 16) {
+    throw new ConfigError("ARTIFACT_SIGNING_KEY", "must be at least 16 characters");
+  }
   if (env.OPENWEBUI_JWT_SECRET && env.OPENWEBUI_JWT_SECRET.length < 16) {
     throw new ConfigError("OPENWEBUI_JWT_SECRET", "must be at least 16 characters");
   }
@@ -339,8 +356,20 @@ export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Conf
       }
     : undefined;
 
+  const artifacts: ArtifactsConfig | undefined =
+    oneOf(env, "ARTIFACTS", ["on", "off"] as const, "on") === "on"
+      ? {
+          maxBytes: int(env, "ARTIFACTS_MAX_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+          maxPerTurn: int(env, "ARTIFACTS_MAX_PER_TURN", 8, 1, 1000),
+          urlTtlS: int(env, "ARTIFACT_URL_TTL_S", 7 * 86_400, 60, 366 * 86_400),
+          signingKey: env.ARTIFACT_SIGNING_KEY || undefined,
+        }
+      : undefined;
+
   return {
     sync,
+    artifacts,
+    publicBaseUrl: url(env, "PUBLIC_BASE_URL"),
     port: int(env, "PORT", 8000, 0, 65535),
     host,
     workspaceRoot,

@@ -46,6 +46,12 @@ export class NotFoundError extends ApiError {
   override readonly type = "invalid_request_error";
 }
 
+/** It existed, and will not again (an expired link). */
+export class GoneError extends ApiError {
+  override readonly status = 410;
+  override readonly type = "invalid_request_error";
+}
+
 export class PayloadTooLargeError extends ApiError {
   override readonly status = 413;
   override readonly type = "invalid_request_error";

@@ -7,13 +7,15 @@ import type { Request, Response } from "express";
 import type { Identity } from "../auth/identity.js";
 import type { ChatService, AgentName, PreparedTurn } from "../chat/chat-service.js";
 import { chatTurn, derivedChatKey, isTaskPrompt, taskTurn } from "../chat/conversation.js";
-import { ChunkEncoder, TOOL_STYLES, toolRunText, type ToolStyle } from "../chat/openai-chunks.js";
+import { linksMarkdown } from "../artifacts/artifact-links.js";
+import { ChunkEncoder, TOOL_STYLES, toolRunText, type ArtifactForm, type ToolStyle } from "../chat/openai-chunks.js";
 import { parseChatRequest, type ChatCompletionRequest } from "../chat/request-schema.js";
 import { SseWriter } from "../chat/sse-writer.js";
 import type { TurnRegistry } from "../chat/turn-registry.js";
 import type { TurnOutput, Usage } from "../chat/turn-translator.js";
 import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
+import { linkBase } from "./artifacts.js";
 import { chatLogId, headerChatKey } from "./chat-key.js";
 import { headerValue as header } from "./headers.js";
 import { requireIdentity } from "./middleware.js";
@@ -21,6 +23,8 @@ import { MODELS } from "./models.js";
 
 export interface ChatRouteDeps {
   chat: ChatService;
+  /** PUBLIC_BASE_URL: how browsers reach the sidecar's artifact links. */
+  publicBaseUrl?: string;
   turns: TurnRegistry;
   keepAliveMs: number;
   /** Images one request may forward to the agent (MAX_IMAGES_PER_REQUEST). */
@@ -81,8 +85,9 @@ export function chatCompletions(deps: ChatRouteDeps) {
       turnLog.info({ sessionId: turn.sessionId, stream: !!body.stream, agent: model.agent }, "turn started");
       // Status events are Open WebUI's; other clients skip chunks without choices.
       const statusEvents = identity.via !== "user-key";
-      if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, { openWebUI: statusEvents, tools });
-      else await answerTurn(turn, body, res, signal, tools);
+      const artifacts: ArtifactForm = { style: fromOpenWebUI(req, identity) ? "openwebui" : "markdown", base: linkBase(req, deps.publicBaseUrl) };
+      if (body.stream) await streamTurn(turn, body, res, signal, deps.keepAliveMs, turnLog, { openWebUI: statusEvents, tools, artifacts });
+      else await answerTurn(turn, body, res, signal, tools, artifacts.base);
     } finally {
       // Over as far as the sidecar goes (the response may still be flushing to the client).
       tracked.end();
@@ -97,7 +102,7 @@ async function streamTurn(
   signal: AbortSignal,
   keepAliveMs: number,
   log: Logger,
-  form: { openWebUI: boolean; tools: ToolStyle },
+  form: { openWebUI: boolean; tools: ToolStyle; artifacts: ArtifactForm },
 ): Promise<void> {
   const encoder = new ChunkEncoder(body.model, { includeUsage: !!body.stream_options?.include_usage, ...form });
   const sse = new SseWriter(res, keepAliveMs);
@@ -125,7 +130,7 @@ async function streamTurn(
   log.info({ chunks, aborted: signal.aborted }, "turn streamed");
 }
 
-async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: Response, signal: AbortSignal, tools: ToolStyle): Promise<void> {
+async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: Response, signal: AbortSignal, tools: ToolStyle, linksBase: string): Promise<void> {
   let text = "";
   let reasoning = "";
   let finish: Extract<TurnOutput, { kind: "finish" }> | undefined;
@@ -133,6 +138,7 @@ async function answerTurn(turn: PreparedTurn, body: ChatCompletionRequest, res: 
     if (out.kind === "text") text += out.text;
     else if (out.kind === "tool-end") text += toolRunText(out, tools);
     else if (out.kind === "reasoning") reasoning += out.text;
+    else if (out.kind === "artifacts") text += linksMarkdown(out.items, out.more, linksBase).text;
     else if (out.kind === "finish") finish = out;
     else if (out.kind === "error") throw turnError(out);
   }

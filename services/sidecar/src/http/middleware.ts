@@ -15,12 +15,17 @@ export function requestContext(log: Logger) {
     res.on("close", () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       (res.locals.log as Logger).info(
-        { method: req.method, path: req.originalUrl.split("?")[0], status: res.statusCode, ms: Math.round(ms * 10) / 10, aborted: !res.writableFinished || undefined },
+        { method: req.method, path: loggedPath(req.originalUrl), status: res.statusCode, ms: Math.round(ms * 10) / 10, aborted: !res.writableFinished || undefined },
         "request",
       );
     });
     next();
   };
+}
+
+/** The path without its query, and without an artifact link's token (a capability, like a key). */
+function loggedPath(url: string): string {
+  return url.split("?")[0]!.replace(/^(\/v1\/artifacts\/)[^/]+/, "$1[token]");
 }
 
 export function authenticate(auth: Authenticator) {

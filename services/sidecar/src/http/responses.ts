@@ -15,6 +15,7 @@ import type { TurnRegistry } from "../chat/turn-registry.js";
 import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import { ResponseBuilder, newId } from "../responses/response-builder.js";
+import { linkBase } from "./artifacts.js";
 import type { ResponseIndex } from "../responses/response-index.js";
 import type { BackgroundRuns } from "../responses/background-runs.js";
 import type { StreamEvent } from "../responses/wire.js";
@@ -25,6 +26,8 @@ import { requireIdentity } from "./middleware.js";
 import { MODELS } from "./models.js";
 
 export interface ResponsesRouteDeps {
+  /** PUBLIC_BASE_URL: how browsers reach the sidecar's artifact links. */
+  publicBaseUrl?: string;
   chat: ChatService;
   turns: TurnRegistry;
   responses: ResponseIndex;
@@ -77,6 +80,7 @@ export function createResponse(deps: ResponsesRouteDeps) {
         previousResponseId: body.previous_response_id ?? undefined,
         conversation: conversationId(body),
         background,
+        linkBase: linkBase(req, deps.publicBaseUrl),
       });
       // Recorded before the turn runs: a follow-up may name it as soon as the client has its id.
       await deps.responses.put(identity.userHash, builder.response.id, { chatKey, createdAt: new Date().toISOString() });

@@ -10,7 +10,9 @@
  */
 import { randomBytes } from "node:crypto";
 import type { TurnOutput, Usage } from "../chat/turn-translator.js";
-import type { McpCallItem, MessageItem, OutputItem, ReasoningItem, ResponseObject, StreamEvent } from "./wire.js";
+import { linksMarkdown } from "../artifacts/artifact-links.js";
+import type { Artifact } from "../artifacts/artifact-service.js";
+import type { McpCallItem, MessageItem, OutputItem, ReasoningItem, ResponseObject, StreamEvent, UrlCitation } from "./wire.js";
 
 export interface ResponseInit {
   id: string;
@@ -20,6 +22,8 @@ export interface ResponseInit {
   previousResponseId?: string;
   conversation?: string;
   background: boolean;
+  /** How browsers reach the sidecar's artifact links (PUBLIC_BASE_URL or the request's origin). */
+  linkBase: string;
 }
 
 export const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString("hex")}`;
@@ -33,7 +37,10 @@ export class ResponseBuilder {
   /** Tool runs by opencode's call id → their index in `output`. */
   private readonly tools = new Map<string, number>();
 
+  private readonly linkBase: string;
+
   constructor(init: ResponseInit) {
+    this.linkBase = init.linkBase;
     this.response = {
       id: init.id,
       object: "response",
@@ -85,6 +92,8 @@ export class ResponseBuilder {
       case "retry":
         // Responses has no status line, and no custom event may be sent.
         return [];
+      case "artifacts":
+        return this.artifactLinks(o.items, o.more);
       case "finish":
         return this.finish(o.usage, o.reason);
       case "error":
@@ -192,6 +201,31 @@ export class ResponseBuilder {
       this.event("response.reasoning_summary_part.done", { item_id: item.id, output_index: index, summary_index: 0, part: clone(part) }),
       this.event("response.output_item.done", { output_index: index, item: clone(item) }),
     ];
+  }
+
+  /** The turn's artifacts: a list of links at the end of the message, each a `url_citation`. */
+  private artifactLinks(items: Artifact[], more: number): StreamEvent[] {
+    const { text, links } = linksMarkdown(items, more, this.linkBase);
+    if (!text) return [];
+    const events = this.ensureOpen("message");
+    const { index, item } = this.open as Extract<Open, { kind: "message" }>;
+    const part = item.content[0]!;
+    const offset = part.text.length;
+    events.push(this.textDelta(text));
+    for (const l of links) {
+      const annotation: UrlCitation = { type: "url_citation", url: l.url, title: l.title, start_index: offset + l.start, end_index: offset + l.end };
+      part.annotations.push(annotation);
+      events.push(
+        this.event("response.output_text.annotation.added", {
+          item_id: item.id,
+          output_index: index,
+          content_index: 0,
+          annotation_index: part.annotations.length - 1,
+          annotation: clone(annotation),
+        }),
+      );
+    }
+    return events;
   }
 
   private toolStarted(callId: string, name: string): StreamEvent[] {

@@ -3,10 +3,19 @@
  * shared/reference/responses-api.md needs; nothing more). Tool runs are `mcp_call` items: the
  * SDKs read those as tools already run on the server, never as calls to execute.
  */
+/** A link in the text: the sidecar's own artifact links (artifacts/artifact-links.ts). */
+export interface UrlCitation {
+  type: "url_citation";
+  url: string;
+  title: string;
+  start_index: number;
+  end_index: number;
+}
+
 export interface OutputText {
   type: "output_text";
   text: string;
-  annotations: [];
+  annotations: UrlCitation[];
   logprobs: [];
 }
 

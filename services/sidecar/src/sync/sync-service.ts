@@ -15,6 +15,7 @@ import type { Identity } from "../auth/identity.js";
 import type { Logger } from "../log/logger.js";
 import type { OpencodeEvent } from "../opencode/events.js";
 import type { RunnerEndpoint } from "../runners/runner.js";
+import { readInside } from "../workspace/read-inside.js";
 import { userSpace, type UserSpace } from "../workspace/user-space.js";
 import { accessDialect, OpenWebUIError, type AccessDialect, type OpenWebUIClient } from "./openwebui-client.js";
 import type { TurnEvents } from "../chat/turn-events.js";
@@ -243,11 +244,17 @@ export class SyncService {
         if (prev) await this.remove(u, rel);
         return;
       }
-      const [content, st] = await Promise.all([fs.readFile(verdict.realPath), fs.stat(verdict.realPath)]);
+      const file = await readInside(u.space.workspaceDir, verdict.realPath, this.opts.filter.maxBytes);
+      if (!file.ok) {
+        this.skipped(u, rel, file.reason);
+        if (prev) await this.remove(u, rel);
+        return;
+      }
+      const { bytes: content, size, mtimeMs } = file;
       const hash = createHash("sha256").update(content).digest("hex");
       if (prev && prev.hash === hash) {
-        prev.mtimeMs = st.mtimeMs;
-        prev.size = st.size;
+        prev.mtimeMs = mtimeMs;
+        prev.size = size;
         log.debug({ user: u.hash, path: rel }, "sync skipped: unchanged");
         return;
       }
@@ -269,7 +276,7 @@ export class SyncService {
         note = e.duplicateContent ? "duplicate content of another file" : `refused by Open WebUI: ${e.detail}`;
       }
       if (prev?.fileId) await client.removeFromKnowledge(kbId, prev.fileId).catch((e) => ignoreNotFound(e));
-      u.state.manifest[rel] = { fileId, hash, size: st.size, mtimeMs: st.mtimeMs, syncedAt: new Date().toISOString(), note };
+      u.state.manifest[rel] = { fileId, hash, size, mtimeMs, syncedAt: new Date().toISOString(), note };
       u.state.lastSynced = { path: rel, op, at: new Date().toISOString() };
       if (note) log.warn({ user: u.hash, path: rel, reason: note }, "sync skipped: refused by Open WebUI");
       else log.info({ user: u.hash, path: rel, fileId, replaced: prev?.fileId }, "synced file to knowledge base");

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DockerRunner, LABEL_MANAGED } from "../../src/runners/docker-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { startOpenWebUI } from "../fixtures/openwebui-real.js";
-import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { say, script, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 import { DockerTestUsers } from "../helpers/docker-users.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
@@ -90,6 +90,18 @@ describe("one container per user", () => {
     expect(b).toHaveLength(1);
     expect(a[0]!.Names[0]).toBe(`/open-persona-runner-${userHash(alice)}`);
     expect(a[0]!.Labels[LABEL_MANAGED]).toBe("true");
+  });
+
+  it("shows the artifacts a runner container made, from that user's workspace", async () => {
+    const page = `<h1>made in the container of ${alice}</h1>`;
+    const turn = await chat(sc, alice, script({ tool: "bash", args: { command: `echo '${page}' > made.html`, description: "make a page" } }, { text: "made" }));
+    const embeds = turn.events.filter((e) => e.type === "embeds").flatMap((e) => e.data.embeds as string[]);
+    expect(embeds).toHaveLength(1);
+    expect(embeds[0]).toMatch(/\/made\.html$/);
+    const res = await fetch(embeds[0]!);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe(`${page}\n`);
+    expect(fs.readFileSync(path.join(workspace(alice), "made.html"), "utf8")).toBe(`${page}\n`);
   });
 
   it("does not let one user's agent read another user's files, even through bash", async () => {

@@ -1,6 +1,7 @@
 /**
  * One streamed chat turn as Open WebUI's gateway sends it (gateway key, user and chat
- * headers), read to its end: the text, and the in-band or HTTP error if any.
+ * headers), read to its end: the text, the Open WebUI events other than status lines
+ * (`embeds`, `files`), and the in-band or HTTP error if any.
  */
 import { randomUUID } from "node:crypto";
 import { readSse } from "./harness.js";
@@ -8,6 +9,7 @@ import { readSse } from "./harness.js";
 export interface GatewayTurn {
   status: number;
   text: string;
+  events: Array<{ type: string; data: Record<string, unknown> }>;
   error?: { message: string };
 }
 
@@ -22,8 +24,9 @@ export async function gatewayChat(url: string, gatewayKey: string, userId: strin
     },
     body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content }] }),
   });
-  if (res.status !== 200) return { status: res.status, text: "", error: (await res.json()).error as { message: string } };
+  if (res.status !== 200) return { status: res.status, text: "", events: [], error: (await res.json()).error as { message: string } };
   const payloads = (await readSse(res)).filter((e) => e.data && e.data !== "[DONE]").map((e) => JSON.parse(e.data!));
   const text = payloads.map((p) => p.choices?.[0]?.delta?.content ?? "").join("");
-  return { status: 200, text, error: payloads.find((p) => p.error)?.error as { message: string } | undefined };
+  const events = payloads.filter((p) => p.event && p.event.type !== "status").map((p) => p.event);
+  return { status: 200, text, events, error: payloads.find((p) => p.error)?.error as { message: string } | undefined };
 }

@@ -325,3 +325,23 @@ describe("secrets from files (<NAME>_FILE)", () => {
     expect(both.message).toContain("not both");
   });
 });
+
+describe("artifacts", () => {
+  it("are on by default with 10 MiB, 8 per turn and 7-day links; PUBLIC_BASE_URL loses its trailing slash", () => {
+    const config = loadConfig({ PUBLIC_BASE_URL: "https://persona.example.com/" }, CWD);
+    expect(config.artifacts).toEqual({ maxBytes: 10 * 1024 * 1024, maxPerTurn: 8, urlTtlS: 7 * 86_400, signingKey: undefined });
+    expect(config.publicBaseUrl).toBe("https://persona.example.com");
+    expect(loadConfig({ ARTIFACTS: "off" }, CWD).artifacts).toBeUndefined();
+  });
+
+  it("reads the signing key from a file, never hands it to a runner, and refuses bad values", () => {
+    const config = loadConfig({ ARTIFACT_SIGNING_KEY_FILE: keysFile("a-signing-key-of-some-length\n"), OPENAI_API_KEY: "sk-model" }, CWD);
+    expect(config.artifacts!.signingKey).toBe("a-signing-key-of-some-length");
+    expect(config.runnerEnv).toEqual({ OPENAI_API_KEY: "sk-model" });
+    expect(configError({ ARTIFACT_SIGNING_KEY: "short" }).variable).toBe("ARTIFACT_SIGNING_KEY");
+    expect(configError({ PUBLIC_BASE_URL: "persona.example.com" }).variable).toBe("PUBLIC_BASE_URL");
+    expect(configError({ ARTIFACTS_MAX_PER_TURN: "0" }).variable).toBe("ARTIFACTS_MAX_PER_TURN");
+    expect(configError({ ARTIFACT_URL_TTL_S: "10" }).variable).toBe("ARTIFACT_URL_TTL_S");
+    expect(configError({ ARTIFACTS: "yes" }).variable).toBe("ARTIFACTS");
+  });
+});

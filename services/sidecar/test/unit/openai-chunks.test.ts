@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { ChunkEncoder, escapeAttr, toolCallBlock, toolRunLine, type ChatCompletionChunk, type ToolStyle } from "../../src/chat/openai-chunks.js";
+import { ChunkEncoder, escapeAttr, toolCallBlock, toolRunLine, type ArtifactForm, type ChatCompletionChunk, type ToolStyle } from "../../src/chat/openai-chunks.js";
 import type { TurnOutput } from "../../src/chat/turn-translator.js";
 
 const usage = { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 };
+const LINKS: ArtifactForm = { style: "markdown", base: "http://sidecar.test" };
+const OWUI: ArtifactForm = { style: "openwebui", base: "http://sidecar.test" };
 type ToolEnd = Extract<TurnOutput, { kind: "tool-end" }>;
 
 /** The attributes of the block's opening `<details …>` tag. */
@@ -82,7 +84,7 @@ describe("toolCallBlock", () => {
 
 describe("ChunkEncoder", () => {
   it("puts role on the first delta only, and keeps one id", () => {
-    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, openWebUI: true, tools: "details" });
+    const enc = new ChunkEncoder("open-persona/build", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI });
     const chunks = encodeAll(enc, [
       { kind: "tool-start", callId: "c", name: "bash", title: "bash: ls" },
       { kind: "reasoning", text: "hmm" },
@@ -102,7 +104,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("sends the usage chunk after the finish chunk, only when includeUsage", () => {
-    const withUsage = new ChunkEncoder("m", { includeUsage: true, openWebUI: false, tools: "details" });
+    const withUsage = new ChunkEncoder("m", { includeUsage: true, openWebUI: false, tools: "details", artifacts: LINKS });
     const a = encodeAll(withUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "length", usage }]);
     const finishAt = a.findIndex((c) => c.choices[0]?.finish_reason);
     expect(a[finishAt]!.choices[0]).toEqual({ index: 0, delta: {}, finish_reason: "length" });
@@ -110,13 +112,13 @@ describe("ChunkEncoder", () => {
     expect(a.slice(finishAt + 1)).toHaveLength(1);
     expect(a.at(-1)).toMatchObject({ choices: [], usage });
 
-    const noUsage = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
+    const noUsage = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS });
     const b = encodeAll(noUsage, [{ kind: "text", text: "hi" }, { kind: "finish", reason: "stop", usage }]);
     expect(b.some((c) => c.usage)).toBe(false);
     expect(b.at(-1)!.choices[0]!.finish_reason).toBe("stop");
 
     // Open WebUI rarely asks for usage but shows it from any chunk: on the finish chunk.
-    const owui = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), [{ kind: "finish", reason: "stop", usage }]);
+    const owui = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI }), [{ kind: "finish", reason: "stop", usage }]);
     expect(owui.filter((c) => c.usage)).toEqual([expect.objectContaining({ usage, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })]);
   });
 
@@ -129,12 +131,12 @@ describe("ChunkEncoder", () => {
       { kind: "retry", message: "Rate limit reached", attempt: 2, failure: "rate_limited", delayS: 30, model: { providerID: "acme", modelID: "m" } },
       { kind: "retry", message: "Internal error", attempt: 3, failure: "failed", delayS: 4, model: { providerID: "acme", modelID: "m" } },
     ];
-    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" }), outs);
+    const off = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS }), outs);
     expect(off.some((c) => c.event)).toBe(false);
     expect(off).toHaveLength(1);
     expect(contentOf(off)).toContain('<details type="tool_calls"');
 
-    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), outs);
+    const on = encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI }), outs);
     expect(on.filter((c) => c.event).map((c) => c.event)).toEqual([
       { type: "status", data: { description: "Running write: a", done: false } },
       { type: "status", data: { description: "Ran write", done: true } },
@@ -148,7 +150,7 @@ describe("ChunkEncoder", () => {
   it("closes the status line of a turn that showed one, naming the tools it ran", () => {
     const end = (name: string): ToolEnd => ({ kind: "tool-end", callId: name, name, args: {}, result: "ok", failed: false });
     const statuses = (outs: TurnOutput[]) =>
-      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" }), outs)
+      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI }), outs)
         .filter((c) => c.event)
         .map((c) => c.event!.data);
     const done = statuses([end("write"), end("bash"), end("write"), { kind: "finish", reason: "stop", usage }]);
@@ -160,7 +162,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("never emits delta.tool_calls and never an empty delta", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: true, openWebUI: true, tools: "details", artifacts: OWUI });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "" },
       { kind: "tool-end", callId: "c", name: "bash", args: {}, result: "", failed: true },
@@ -175,7 +177,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes tool-call markup in the agent's text across chunks, but not in its own blocks", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "look <deta" },
       { kind: "text", text: 'ils type="tool_calls">' },
@@ -190,7 +192,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("neutralizes markup in reasoning too", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "<details type=" },
       { kind: "reasoning", text: '"tool_calls"> ok' },
@@ -201,7 +203,7 @@ describe("ChunkEncoder", () => {
   it("does not lose a reasoning fragment held back by the guard when the turn moves on", () => {
     // Reasoning ending in "<" (or "<det", "</"…) is held by the reasoning guard; it must
     // come out before the turn ends.
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS });
     const chunks = encodeAll(enc, [
       { kind: "reasoning", text: "is a <" },
       { kind: "text", text: "answer" },
@@ -212,7 +214,7 @@ describe("ChunkEncoder", () => {
   });
 
   it("flushes held text before an error", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "details", artifacts: LINKS });
     const chunks = encodeAll(enc, [
       { kind: "text", text: "partial <" },
       { kind: "error", message: "boom", code: "x" },
@@ -223,10 +225,11 @@ describe("ChunkEncoder", () => {
 
 describe("status events carry no markup from the agent", () => {
   it("strips angle brackets and control characters from tool titles", () => {
-    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details" });
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI });
     const [chunk] = enc.encode({ kind: "tool-start", callId: "c", name: "bash", title: 'bash: echo "<img src=x onerror=alert(1)>"\n\u0007' });
-    expect(chunk!.event!.data.description).not.toMatch(/[<>\n\u0007]/);
-    expect(chunk!.event!.data.description).toContain("img src=x");
+    const { data } = chunk!.event as { data: { description: string } };
+    expect(data.description).not.toMatch(/[<>\n\u0007]/);
+    expect(data.description).toContain("img src=x");
   });
 });
 
@@ -246,11 +249,49 @@ describe("tool runs for clients other than Open WebUI", () => {
 
   it("each style in the stream: details (Open WebUI's block), markdown, none", () => {
     const text = (tools: ToolStyle) =>
-      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools }), [{ kind: "text", text: "a" }, run("bash", { command: "ls" }), { kind: "text", text: "b" }])
+      encodeAll(new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools, artifacts: LINKS }), [{ kind: "text", text: "a" }, run("bash", { command: "ls" }), { kind: "text", text: "b" }])
         .map((c) => (c.choices[0]?.delta.content as string | undefined) ?? "")
         .join("");
     expect(text("details")).toContain('<details type="tool_calls"');
     expect(text("markdown")).toBe("a\n\n> ran bash: `ls`\n\nb");
     expect(text("none")).toBe("ab");
+  });
+});
+
+describe("artifacts", () => {
+  const item = (name: string, kind: "html" | "image" | "pdf") => ({
+    name,
+    path: name,
+    kind,
+    contentType: { html: "text/html; charset=utf-8", image: "image/png", pdf: "application/pdf" }[kind],
+    size: 1,
+    sha256: "a".repeat(64),
+    token: "tok",
+  });
+  const found: TurnOutput = { kind: "artifacts", items: [item("page.html", "html"), item("dot.png", "image"), item("doc.pdf", "pdf")], more: 0 };
+
+  it("Open WebUI gets embeds and files events, and the PDF as a link, after the text held back so far", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI });
+    const chunks = encodeAll(enc, [{ kind: "text", text: "done <" }, found, { kind: "finish", reason: "stop", usage }]);
+    const events = chunks.filter((c) => c.event && c.event.type !== "status").map((c) => c.event);
+    expect(events).toEqual([
+      { type: "embeds", data: { embeds: ["http://sidecar.test/v1/artifacts/tok/page.html"] } },
+      { type: "files", data: { files: [{ type: "image", url: "http://sidecar.test/v1/artifacts/tok/dot.png", name: "dot.png" }] } },
+    ]);
+    // Event chunks carry no choices: Open WebUI handles them before any text.
+    for (const c of chunks.filter((x) => x.event)) expect(c.choices).toEqual([]);
+    expect(contentOf(chunks)).toBe("done <\n\n**Files from this turn**\n- [doc.pdf](http://sidecar.test/v1/artifacts/tok/doc.pdf) (PDF)\n");
+  });
+
+  it("any other client gets every artifact as a link in the text, and no events", () => {
+    const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: false, tools: "markdown", artifacts: LINKS });
+    const chunks = encodeAll(enc, [{ kind: "text", text: "done" }, found]);
+    expect(chunks.some((c) => c.event)).toBe(false);
+    expect(contentOf(chunks)).toBe(
+      "done\n\n**Files from this turn**\n" +
+        "- [page.html](http://sidecar.test/v1/artifacts/tok/page.html) (web page)\n" +
+        "- [dot.png](http://sidecar.test/v1/artifacts/tok/dot.png) (image)\n" +
+        "- [doc.pdf](http://sidecar.test/v1/artifacts/tok/doc.pdf) (PDF)\n",
+    );
   });
 });

@@ -44,7 +44,7 @@ const FULL_TURN: TurnOutput[] = [
 ];
 
 function newBuilder(): ResponseBuilder {
-  return new ResponseBuilder({ id: "resp_test", model: "open-persona/build", background: false });
+  return new ResponseBuilder({ id: "resp_test", model: "open-persona/build", background: false, linkBase: "http://sidecar.test" });
 }
 
 function run(outputs: TurnOutput[], b = newBuilder()): { b: ResponseBuilder; events: StreamEvent[] } {
@@ -328,6 +328,50 @@ describe("ResponseBuilder: the end", () => {
     (b.response.output[0] as MessageItem).content[0]!.text = "changed";
     b.response.output.push({ id: "rs_x", type: "reasoning", summary: [] });
     expect(responseOf(completed)).toEqual(snapshot);
+  });
+});
+
+describe("ResponseBuilder: artifacts", () => {
+  const artifact = (name: string, kind: "html" | "pdf"): Extract<TurnOutput, { kind: "artifacts" }>["items"][number] => ({
+    name,
+    path: `out/${name}`,
+    kind,
+    contentType: kind === "html" ? "text/html; charset=utf-8" : "application/pdf",
+    size: 10,
+    sha256: "a".repeat(64),
+    token: `tok-${name}`,
+  });
+  const ARTIFACTS: TurnOutput = { kind: "artifacts", items: [artifact("page.html", "html"), artifact("r.pdf", "pdf")], more: 1 };
+
+  it("appends the links to the message, each a url_citation announced by its own event", () => {
+    const { b, events } = run([text("Done."), ARTIFACTS, FINISH]);
+    const added = events.filter((e) => e.type === "response.output_text.annotation.added");
+    expect(added.map((e) => e.annotation_index)).toEqual([0, 1]);
+    const part = (b.response.output[0] as MessageItem).content[0]!;
+    expect(part.text.startsWith("Done.\n\n**Files from this turn**\n")).toBe(true);
+    expect(part.text).toContain("…and 1 more file from this turn");
+    expect(part.annotations).toEqual(added.map((e) => e.annotation));
+    for (const a of part.annotations) {
+      expect(part.text.slice(a.start_index, a.end_index)).toBe(`[${a.title}](${a.url})`);
+      expect(a.url).toBe(`http://sidecar.test/v1/artifacts/tok-${a.title.slice(4)}/${a.title.slice(4)}`);
+    }
+    // Annotations come after the text they point into, before the message closes.
+    expect(indexOf(events, (e) => e.type === "response.output_text.delta" && String(e.delta).includes("Files"), "links")).toBeLessThan(
+      indexOf(events, (e) => e.type === "response.output_text.annotation.added", "annotation"),
+    );
+  });
+
+  it("after a tool run, the links open a message of their own", () => {
+    const { b } = run([toolStart("c1"), toolEnd("c1"), ARTIFACTS, FINISH]);
+    expect(b.response.output.map((o) => o.type)).toEqual(["mcp_call", "message"]);
+    expect((b.response.output[1] as MessageItem).content[0]!.annotations).toHaveLength(2);
+  });
+
+  it("the SDK's accumulator rebuilds the annotations from the events alone", () => {
+    const { b, events } = run([text("Done."), ARTIFACTS, FINISH]);
+    let snapshot: ReturnType<typeof accumulateResponse> | undefined;
+    for (const e of events.slice(0, -1)) snapshot = accumulateResponse(e as unknown as ResponseStreamEvent, snapshot);
+    expect(snapshot!.output).toEqual(b.response.output);
   });
 });
 

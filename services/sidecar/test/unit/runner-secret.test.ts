@@ -8,10 +8,10 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { persistentSecret } from "../../src/runners/registry.js";
+import { persistentSecret } from "../../src/config/persistent-secret.js";
 import { tempDir } from "../helpers/harness.js";
 
-const REGISTRY = fileURLToPath(new URL("../../src/runners/registry.ts", import.meta.url));
+const REGISTRY = fileURLToPath(new URL("../../src/config/persistent-secret.ts", import.meta.url));
 const PROCESSES = 8;
 const ROUNDS = 30;
 const ROUND_GAP_MS = 60;
