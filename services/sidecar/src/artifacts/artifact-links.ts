@@ -1,7 +1,7 @@
 /**
  * How a turn's artifacts are shown, per client: the link itself, a markdown list for any
- * client that renders text, and the events Open WebUI renders under a message (`embeds` in a
- * sandboxed frame for pages and SVGs, `files` for images). Every URL is the sidecar's signed
+ * client that renders text, and for Open WebUI its `embeds` event (pages in a sandboxed
+ * frame) with images inline in the text. Every URL is the sidecar's signed
  * link; the agent's text never becomes one. File names are the agent's: escaped wherever
  * they appear.
  */
@@ -48,27 +48,37 @@ export function linksMarkdown(items: Artifact[], more: number, base: string): { 
   return { text, links };
 }
 
-/** Open WebUI's event types for what it renders itself (see openwebui-contract.md). */
-export type OpenWebUIArtifactEvent =
-  | { type: "embeds"; data: { embeds: string[] } }
-  | { type: "files"; data: { files: Array<{ type: "image"; url: string; name: string }> } };
+/** Open WebUI's event for what it renders in a frame under the message (see openwebui-contract.md). */
+export type OpenWebUIArtifactEvent = { type: "embeds"; data: { embeds: string[] } };
 
 /**
- * For Open WebUI: pages and SVGs as `embeds` (URLs: the frame loads our link, which carries
- * its own CSP sandbox, so it never runs in Open WebUI's origin whatever the user's iframe
- * settings), images as `files`, and PDFs (a browser will not show a PDF in a sandboxed frame)
- * plus the count of those not shown as markdown lines under the answer.
+ * The link a page is embedded by: `embed=1` adds a script that tells Open WebUI's frame the
+ * page's height (a cross-origin frame cannot be measured from outside: without it, every
+ * page shows in a 150 px box). The plain link serves the exact bytes.
+ */
+export function embedUrl(base: string, a: Artifact): string {
+  return `${artifactUrl(base, a)}?embed=1`;
+}
+
+/**
+ * For Open WebUI 0.12 (checked in a browser): pages as `embeds` (URLs: the frame loads our
+ * link, which carries its own CSP sandbox, so it never runs in Open WebUI's origin whatever
+ * the user's iframe settings); images and SVGs as markdown images in the text — Open WebUI
+ * replaces an http(s) image of a `files` event with its logo, but shows markdown images, and
+ * an SVG shown as an image runs no script and takes its own size; PDFs (a browser will not
+ * show a PDF in a sandboxed frame) and the count of those not shown as links.
  */
 export function openWebUIArtifacts(set: TurnArtifacts, base: string): { events: OpenWebUIArtifactEvent[]; text: string } {
-  const events: OpenWebUIArtifactEvent[] = [];
-  const embeds = set.items.filter((a) => a.kind === "html" || a.kind === "svg").map((a) => artifactUrl(base, a));
-  if (embeds.length) events.push({ type: "embeds", data: { embeds } });
-  const images = set.items.filter((a) => a.kind === "image").map((a) => ({ type: "image" as const, url: artifactUrl(base, a), name: a.name }));
-  if (images.length) events.push({ type: "files", data: { files: images } });
-  const { text } = linksMarkdown(
+  const pages = set.items.filter((a) => a.kind === "html");
+  const events: OpenWebUIArtifactEvent[] = pages.length ? [{ type: "embeds", data: { embeds: pages.map((a) => embedUrl(base, a)) } }] : [];
+  const images = set.items
+    .filter((a) => a.kind === "image" || a.kind === "svg")
+    .map((a) => `\n\n![${escapeMarkdown(a.path)}](${artifactUrl(base, a)})`)
+    .join("");
+  const { text: links } = linksMarkdown(
     set.items.filter((a) => a.kind === "pdf"),
     set.more,
     base,
   );
-  return { events, text };
+  return { events, text: images + links };
 }

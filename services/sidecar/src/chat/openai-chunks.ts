@@ -3,7 +3,7 @@
  * reasoning → `delta.reasoning_content`, a finished tool → text in content in the caller's
  * `ToolStyle` (Open WebUI's `<details type="tool_calls">` block, a markdown line, or
  * nothing), a running tool → a status event chunk (Open WebUI only), the turn's artifacts →
- * Open WebUI's `embeds`/`files` events or a list of links (artifacts/artifact-links.ts). Never
+ * Open WebUI's `embeds` event and inline images, or a list of links (artifacts/artifact-links.ts). Never
  * `delta.tool_calls`: a client would try to execute the agent's tools itself.
  */
 import { randomUUID } from "node:crypto";

@@ -18,6 +18,18 @@ export function linkBase(req: Request, publicBaseUrl: string | undefined): strin
 /** Browsers may keep a version this long (it never changes; the link may expire sooner). */
 const MAX_CACHE_S = 86_400;
 
+/**
+ * Appended to a page opened as an embed (`?embed=1`): tells the embedding frame the page's
+ * height, the message Open WebUI's frames listen for (`iframe:height`). Capped, and sent only
+ * on a change, so a page whose height follows the frame's (100vh) cannot grow it forever.
+ */
+const REPORT_HEIGHT = Buffer.from(
+  `\n<script>(function(){var last=0;function post(){var d=document.documentElement,b=document.body;` +
+    `var h=Math.min(2400,Math.ceil(Math.max(d.scrollHeight,b?b.scrollHeight:0)));` +
+    `if(Math.abs(h-last)>1){last=h;parent.postMessage({type:"iframe:height",height:h},"*");}}` +
+    `addEventListener("load",post);if(window.ResizeObserver)new ResizeObserver(post).observe(document.documentElement);post();})();</script>\n`,
+);
+
 export function serveArtifact(artifacts: ArtifactService) {
   return async (req: Request, res: Response): Promise<void> => {
     const opened = await artifacts.open(String(req.params.token), String(req.params.name));
@@ -33,6 +45,10 @@ export function serveArtifact(artifacts: ArtifactService) {
       // sandbox: browsers refuse to show a sandboxed PDF at all.
       ...(active ? { "Content-Security-Policy": "sandbox allow-scripts" } : opened.contentType.startsWith("image/") ? { "Content-Security-Policy": "sandbox" } : {}),
     });
+    if (req.query.embed === "1" && opened.contentType.startsWith("text/html")) {
+      res.send(Buffer.concat([await fs.readFile(opened.file), REPORT_HEIGHT]));
+      return;
+    }
     await new Promise<void>((resolve, reject) => res.sendFile(opened.file, { lastModified: false, etag: false }, (e) => (e && !res.headersSent ? reject(e) : resolve())));
   };
 }

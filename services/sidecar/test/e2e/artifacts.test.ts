@@ -1,7 +1,7 @@
 /**
  * Artifacts end to end, with the real opencode (sandboxed local mode): the agent writes a
- * page, an SVG, a PNG (through a shell command) and a PDF, and the turn shows them — as Open
- * WebUI's `embeds`/`files` events for Open WebUI, as links for every other client (chat
+ * page, an SVG, a PNG (through a shell command) and a PDF, and the turn shows them — for Open
+ * WebUI as an `embeds` event and inline images, as links for every other client (chat
  * completions and Responses). Each link serves the exact bytes of that turn, without an API
  * key, with headers that keep active content in a sandbox; a tampered, renamed or expired
  * link fails; secrets, ignored paths, symlinks out of the workspace and everything past the
@@ -53,12 +53,12 @@ const workspace = (user: string) => userSpace(sidecar.config.workspaceRoot, side
 /** One streamed turn as Open WebUI's gateway sends it: its text and its Open WebUI events. */
 const openWebUITurn = (user: string, content: string) => gatewayChat(sidecar.url, GATEWAY_KEY, user, content);
 
-/** The sidecar's artifact links in a text (markdown list lines). */
+/** The sidecar's artifact links in a text (markdown list lines, not images). */
 function linksIn(text: string): string[] {
-  return [...text.matchAll(/\]\((http:\/\/127\.0\.0\.1:\d+\/v1\/artifacts\/[^)\s]+)\)/g)].map((m) => m[1]!);
+  return [...text.matchAll(/(?<!!)\[(?:[^\]\\]|\\.)*\]\((http:\/\/127\.0\.0\.1:\d+\/v1\/artifacts\/[^)\s]+)\)/g)].map((m) => m[1]!);
 }
 
-const nameOf = (url: string) => decodeURIComponent(url.split("/").at(-1)!);
+const nameOf = (url: string) => decodeURIComponent(url.split("?")[0]!.split("/").at(-1)!);
 
 async function get(url: string): Promise<{ status: number; headers: Headers; body: Buffer }> {
   const res = await fetch(url); // no Authorization: a browser following a link has none
@@ -70,7 +70,7 @@ describe("artifacts", () => {
   let turn1: GatewayTurn;
   let urls: Record<string, string>;
 
-  it("an Open WebUI turn shows pages and SVGs as embeds, images as files, PDFs as links", async () => {
+  it("an Open WebUI turn shows pages as embeds, images and SVGs inline, PDFs as links", async () => {
     turn1 = await openWebUITurn(
       alice,
       script(
@@ -91,9 +91,14 @@ describe("artifacts", () => {
     expect(turn1.status).toBe(200);
     expect(turn1.error).toBeUndefined();
     const embeds = turn1.events.filter((e) => e.type === "embeds").flatMap((e) => e.data.embeds as string[]);
-    const files = turn1.events.filter((e) => e.type === "files").flatMap((e) => e.data.files as Array<{ type: string; url: string; name: string }>);
-    expect(embeds.map(nameOf)).toEqual(["page.html", "chart.svg"]);
-    expect(files.map((f) => [f.type, f.name, nameOf(f.url)])).toEqual([["image", "dot.png", "dot.png"]]);
+    expect(embeds.map(nameOf)).toEqual(["page.html"]);
+    expect(embeds[0]).toMatch(/\?embed=1$/);
+    expect(turn1.events.map((e) => e.type)).toEqual(["embeds"]);
+    const images = [...turn1.text.matchAll(/!\[([^\]]*)\]\((http:[^)\s]+)\)/g)].map((m) => [m[1]!, m[2]!] as const);
+    expect(images.map(([alt, url]) => [alt, nameOf(url)])).toEqual([
+      ["charts/chart.svg", "chart.svg"],
+      ["dot.png", "dot.png"],
+    ]);
     const pdfLinks = linksIn(turn1.text);
     expect(pdfLinks.map(nameOf)).toEqual(["doc.pdf"]);
     expect(turn1.text).toContain("Made a page, a chart, an image and a PDF.");
@@ -103,7 +108,7 @@ describe("artifacts", () => {
       expect(linksIn(turn1.text).join(" ")).not.toContain(hidden);
     }
     expect(turn1.text).toContain("leak.html"); // (the tool card of the command that made it)
-    urls = Object.fromEntries([...embeds, ...files.map((f) => f.url), ...pdfLinks].map((u) => [nameOf(u), u]));
+    urls = Object.fromEntries([embeds[0]!.replace(/\?embed=1$/, ""), ...images.map(([, url]) => url), ...pdfLinks].map((u) => [nameOf(u), u]));
     // The files really are in alice's workspace (the agent wrote them there).
     expect(fs.readFileSync(path.join(workspace(alice), "dot.png")).equals(PNG)).toBe(true);
   }, 180_000);
@@ -127,13 +132,24 @@ describe("artifacts", () => {
     }
   });
 
+  it("a page opened as an embed also tells its frame its height; the plain link stays the exact bytes", async () => {
+    const embedded = await get(`${urls["page.html"]!}?embed=1`);
+    expect(embedded.status).toBe(200);
+    expect(embedded.headers.get("content-security-policy")).toBe("sandbox allow-scripts");
+    const body = embedded.body.toString();
+    expect(body.startsWith(PAGE)).toBe(true);
+    expect(body.slice(PAGE.length)).toMatch(/^\n<script>[^<]*iframe:height[^<]*<\/script>\n$/);
+    // Only pages: an image asked for as an embed is still the image.
+    expect((await get(`${urls["dot.png"]!}?embed=1`)).body.equals(PNG)).toBe(true);
+  });
+
   it("an old message keeps showing its version after the file is changed or deleted", async () => {
     const turn2 = await openWebUITurn(alice, script(write("page.html", "<h1>Version two</h1>"), bash("rm charts/chart.svg"), { text: "changed" }));
     const embeds = turn2.events.filter((e) => e.type === "embeds").flatMap((e) => e.data.embeds as string[]);
-    // Only what this turn changed: the new page (not the PNG or PDF of the turn before).
+    // Only what this turn changed: the new page (not the images or the PDF of the turn before).
     expect(embeds.map(nameOf)).toEqual(["page.html"]);
-    expect(turn2.events.some((e) => e.type === "files")).toBe(false);
-    expect((await get(embeds[0]!)).body.toString()).toBe("<h1>Version two</h1>");
+    expect(turn2.text).not.toContain("/v1/artifacts/");
+    expect((await get(embeds[0]!.replace(/\?embed=1$/, ""))).body.toString()).toBe("<h1>Version two</h1>");
     expect((await get(urls["page.html"]!)).body.toString()).toBe(PAGE);
     expect((await get(urls["chart.svg"]!)).body.toString()).toBe(SVG);
   }, 180_000);
@@ -174,7 +190,7 @@ describe("artifacts", () => {
     expect(new Set(embeds.map(nameOf)).size).toBe(8);
     expect(turn.text).toContain("…and 2 more files from this turn, not shown");
     // Bob's links serve bob's pages.
-    expect((await get(embeds[0]!)).body.toString()).toMatch(/^<p>page 1\d<\/p>\n$/);
+    expect((await get(embeds[0]!.replace(/\?embed=1$/, ""))).body.toString()).toMatch(/^<p>page 1\d<\/p>\n$/);
   }, 180_000);
 
   it("a direct client gets a list of links at the end of the answer (streamed or not)", async () => {

@@ -97,8 +97,8 @@ describe("one container per user", () => {
     const turn = await chat(sc, alice, script({ tool: "bash", args: { command: `echo '${page}' > made.html`, description: "make a page" } }, { text: "made" }));
     const embeds = turn.events.filter((e) => e.type === "embeds").flatMap((e) => e.data.embeds as string[]);
     expect(embeds).toHaveLength(1);
-    expect(embeds[0]).toMatch(/\/made\.html$/);
-    const res = await fetch(embeds[0]!);
+    expect(embeds[0]).toMatch(/\/made\.html\?embed=1$/);
+    const res = await fetch(embeds[0]!.replace(/\?embed=1$/, ""));
     expect(res.status).toBe(200);
     expect(await res.text()).toBe(`${page}\n`);
     expect(fs.readFileSync(path.join(workspace(alice), "made.html"), "utf8")).toBe(`${page}\n`);

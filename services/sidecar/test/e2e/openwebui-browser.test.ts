@@ -7,7 +7,6 @@
  * Screenshots go to <repo>/test-results/screenshots/ for a person to check.
  */
 import { randomUUID } from "node:crypto";
-import zlib from "node:zlib";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +16,7 @@ import { userHash, userSpace } from "../../src/workspace/user-space.js";
 import { startOpenWebUI, type OpenWebUIAccount, type RealOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, script, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { launchBrowser, newPage } from "../helpers/browser.js";
+import { minimalPdf, solidPng } from "../helpers/sample-files.js";
 import { scriptedEnv, startSidecar, type InProcessSidecar } from "../helpers/harness.js";
 import { outputText, sendMessage, waitForReply } from "../helpers/openwebui-chat.js";
 
@@ -283,6 +283,99 @@ describe("Open WebUI in a browser", () => {
     }
   }, 180_000);
 
+  it("shows the agent's page in a frame sized to it, its images and SVGs in the reply, links its PDFs, and keeps them after a reload", async () => {
+    // The page's script changes visible text: seeing the new text proves scripts ran in the frame.
+    // Taller than a frame's default 150 px: the frame must grow to show it.
+    const pageHtml = `<!doctype html><html><head><title>Report</title></head><body><h1>Quarterly sales</h1><p id="status">script did not run</p><div style="height:400px;background:linear-gradient(#eef,#99c)">Q1 to Q4</div><p id="end">end of report</p><script>document.getElementById("status").textContent = "script ran";</script></body></html>`;
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="160" height="80"><rect width="160" height="80" fill="teal"/><circle cx="80" cy="40" r="28" fill="gold"/></svg>`;
+    const png = solidPng(64, 32, [30, 90, 200]);
+    const pdf = minimalPdf();
+    const answer = `Made a page, a chart, an image and a PDF ${randomUUID().slice(0, 6)}`;
+    /** The sidecar's signed link to a file of this turn. */
+    const link = (name: string, query = "") => new RegExp(`^${sidecar.url.replace(/[.]/g, "\\.")}/v1/artifacts/[^/]+/${name.replace(/[.]/g, "\\.")}${query.replace(/[?]/g, "\\?")}$`);
+    const page = await newPage(browser);
+    // Tall: the chat scrolls inside the page, so a screenshot shows only what fits the viewport.
+    await page.setViewportSize({ width: 1280, height: 2000 });
+    try {
+      await signIn(page, owui.alice);
+      await pickModel(page, "Open Persona (build)");
+      await send(
+        page,
+        script(
+          { tool: "write", args: { filePath: "page.html", content: pageHtml } },
+          { tool: "write", args: { filePath: "chart.svg", content: svg } },
+          { tool: "bash", args: { command: `printf '%s' '${png.toString("base64")}' | base64 -d > dot.png`, description: "make dot.png" } },
+          // ASCII: the write tool writes it byte for byte.
+          { tool: "write", args: { filePath: "doc.pdf", content: pdf.toString("latin1") } },
+          { text: answer },
+        ),
+      );
+      const reply = await finishedReply(page);
+      await expect.poll(() => reply.getByText(answer, { exact: true }).isVisible(), POLL).toBe(true);
+
+      /** What a user sees of the artifacts, checked the same way after the reply and after a reload. */
+      const expectArtifactsShown = async (reply: Locator) => {
+        // The page: Open WebUI's embed, one frame loading the sidecar's link.
+        const frames = reply.locator("iframe");
+        await expect.poll(() => frames.evaluateAll((els) => els.map((f) => f.getAttribute("src"))), POLL).toEqual([expect.stringMatching(link("page.html", "?embed=1"))]);
+        const pageFrame = reply.locator('iframe[src*="/page.html?"]');
+        // Open WebUI's default sandbox keeps the frame out of its origin; the sidecar's
+        // `Content-Security-Policy: sandbox allow-scripts` makes it an opaque origin even for a
+        // user who allows same-origin in Open WebUI's settings.
+        expect(await pageFrame.getAttribute("sandbox")).not.toContain("allow-same-origin");
+        const inPage = pageFrame.contentFrame();
+        await expect.poll(() => inPage.locator("h1").textContent(), POLL).toBe("Quarterly sales");
+        await expect.poll(() => inPage.locator("#status").textContent(), POLL).toBe("script ran");
+        const frame = await (await pageFrame.elementHandle())!.contentFrame();
+        expect(await frame!.evaluate(() => window.origin)).toBe("null");
+        // The page told its frame its height: all of it shows, down to its last line.
+        const frameBox = async () => (await pageFrame.boundingBox())?.height ?? 0;
+        await expect.poll(frameBox, { ...POLL, message: "the frame grew to the page's height" }).toBeGreaterThan(450);
+
+        // Images and SVGs: in the message text (not the model's avatar), loaded from the
+        // sidecar's links at their own size. (Sent as a `files` event, Open WebUI 0.12 swaps an
+        // http(s) image for its logo, /favicon.png.)
+        const images = reply.locator(".chat-assistant img");
+        await expect
+          .poll(() => images.evaluateAll((imgs) => imgs.length === 2 && imgs.every((i) => (i as HTMLImageElement).complete)), { ...POLL, message: "two images in the reply, loaded" })
+          .toBe(true);
+        expect(await images.evaluateAll((imgs) => imgs.map((i) => [i.getAttribute("src"), (i as HTMLImageElement).naturalWidth]))).toEqual([
+          [expect.stringMatching(link("chart.svg")), 160],
+          [expect.stringMatching(link("dot.png")), 64],
+        ]);
+
+        // PDFs: a link in the message text.
+        const pdfLink = reply.locator('.markdown-prose a[href$="/doc.pdf"]');
+        await expect.poll(() => pdfLink.textContent(), POLL).toBe("doc.pdf");
+        expect(await pdfLink.getAttribute("href")).toMatch(link("doc.pdf"));
+
+        // Rendered, not shown as text: no markup, event JSON or bare link.
+        const text = await reply.innerText();
+        expectNoRawMarkup(text);
+        for (const raw of ['"embeds"', '"files"', "/v1/artifacts/", "](http"]) expect(text, `visible text shows ${raw}`).not.toContain(raw);
+        return pdfLink;
+      };
+
+      const pdfLink = await expectArtifactsShown(reply);
+      expect(await reply.innerText()).toMatch(/Files from this turn\s+doc\.pdf \(PDF\)/);
+      // The link opens without Open WebUI's session or an API key (a browser following it has neither).
+      const got = await fetch((await pdfLink.getAttribute("href"))!);
+      expect(got.status).toBe(200);
+      expect(Buffer.from(await got.arrayBuffer()).equals(pdf)).toBe(true);
+      await settled(reply);
+      await screenshot(page, "artifacts-reply");
+
+      // Open WebUI saved the embed with the message (and the images are in its text): the chat shows them again.
+      await page.reload();
+      const again = await finishedReply(page);
+      await expectArtifactsShown(again);
+      await settled(again);
+      await screenshot(page, "artifacts-reloaded");
+    } finally {
+      await page.context().close();
+    }
+  }, 240_000);
+
   it("gives each user their own workspace through the signed JWT, and keeps one session per chat", async () => {
     const reply = async (who: OpenWebUIAccount, content: string, after?: Awaited<ReturnType<typeof sendMessage>>) => {
       const sent = await sendMessage(owui, who, content, { after });
@@ -313,22 +406,3 @@ describe("Open WebUI in a browser", () => {
     expect((await unsigned.json()).error.message).toMatch(/X-OpenWebUI-User-Jwt/);
   }, 240_000);
 });
-
-/** A w×h PNG of one colour (8-bit RGB, no filter). */
-function solidPng(w: number, h: number, rgb: [number, number, number]): Buffer {
-  const chunk = (type: string, data: Buffer) => {
-    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(zlib.crc32(body));
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0);
-  ihdr.writeUInt32BE(h, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8);
-  const row = Buffer.from([0, ...Array.from({ length: w }, () => rgb).flat()]);
-  const raw = Buffer.concat(Array.from({ length: h }, () => row));
-  return Buffer.concat([Buffer.from("\x89PNG\r\n\x1a\n", "latin1"), chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
-}

@@ -105,16 +105,15 @@ describe("links", () => {
     expect(linksMarkdown([], 0, "http://s")).toEqual({ text: "", links: [] });
   });
 
-  it("gives Open WebUI pages and SVGs as embeds, images as files, PDFs and the rest as text", () => {
-    const items = [artifact({}), artifact({ name: "c.svg", kind: "svg" }), artifact({ name: "d.png", kind: "image" }), artifact({ name: "e.pdf", kind: "pdf" })];
+  it("gives Open WebUI pages as embeds (sizing themselves), images and SVGs inline, PDFs and the rest as links", () => {
+    const items = [artifact({}), artifact({ name: "c.svg", kind: "svg" }), artifact({ name: "d [x].png", kind: "image" }), artifact({ name: "e.pdf", kind: "pdf" })];
     const { events, text } = openWebUIArtifacts({ items, more: 2 }, "http://s");
-    expect(events).toEqual([
-      { type: "embeds", data: { embeds: ["http://s/v1/artifacts/T0K.EN/page.html", "http://s/v1/artifacts/T0K.EN/c.svg"] } },
-      { type: "files", data: { files: [{ type: "image", url: "http://s/v1/artifacts/T0K.EN/d.png", name: "d.png" }] } },
-    ]);
-    expect(text).toContain("- [e.pdf](http://s/v1/artifacts/T0K.EN/e.pdf) (PDF)");
-    expect(text).toContain("…and 2 more files");
-    expect(text).not.toContain("page.html");
+    expect(events).toEqual([{ type: "embeds", data: { embeds: ["http://s/v1/artifacts/T0K.EN/page.html?embed=1"] } }]);
+    expect(text).toBe(
+      "\n\n![c.svg](http://s/v1/artifacts/T0K.EN/c.svg)" +
+        "\n\n![d \\[x\\].png](http://s/v1/artifacts/T0K.EN/d%20%5Bx%5D.png)" +
+        "\n\n**Files from this turn**\n- [e.pdf](http://s/v1/artifacts/T0K.EN/e.pdf) (PDF)\n- …and 2 more files from this turn, not shown\n",
+    );
   });
 });
 

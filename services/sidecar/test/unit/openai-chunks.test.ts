@@ -270,17 +270,16 @@ describe("artifacts", () => {
   });
   const found: TurnOutput = { kind: "artifacts", items: [item("page.html", "html"), item("dot.png", "image"), item("doc.pdf", "pdf")], more: 0 };
 
-  it("Open WebUI gets embeds and files events, and the PDF as a link, after the text held back so far", () => {
+  it("Open WebUI gets an embeds event for the page, the image inline and the PDF as a link, after the text held back so far", () => {
     const enc = new ChunkEncoder("m", { includeUsage: false, openWebUI: true, tools: "details", artifacts: OWUI });
     const chunks = encodeAll(enc, [{ kind: "text", text: "done <" }, found, { kind: "finish", reason: "stop", usage }]);
     const events = chunks.filter((c) => c.event && c.event.type !== "status").map((c) => c.event);
-    expect(events).toEqual([
-      { type: "embeds", data: { embeds: ["http://sidecar.test/v1/artifacts/tok/page.html"] } },
-      { type: "files", data: { files: [{ type: "image", url: "http://sidecar.test/v1/artifacts/tok/dot.png", name: "dot.png" }] } },
-    ]);
+    expect(events).toEqual([{ type: "embeds", data: { embeds: ["http://sidecar.test/v1/artifacts/tok/page.html?embed=1"] } }]);
     // Event chunks carry no choices: Open WebUI handles them before any text.
     for (const c of chunks.filter((x) => x.event)) expect(c.choices).toEqual([]);
-    expect(contentOf(chunks)).toBe("done <\n\n**Files from this turn**\n- [doc.pdf](http://sidecar.test/v1/artifacts/tok/doc.pdf) (PDF)\n");
+    expect(contentOf(chunks)).toBe(
+      "done <\n\n![dot.png](http://sidecar.test/v1/artifacts/tok/dot.png)\n\n**Files from this turn**\n- [doc.pdf](http://sidecar.test/v1/artifacts/tok/doc.pdf) (PDF)\n",
+    );
   });
 
   it("any other client gets every artifact as a link in the text, and no events", () => {
