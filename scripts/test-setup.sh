@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares this machine for `npm test`: a running Docker engine (installed from Debian's
-# packages when missing) and the runner image, built offline from local files unless
+# packages when missing), PostgreSQL, and the runner image, built offline from local files unless
 # RUNNER_IMAGE_BUILD says otherwise. Idempotent: fast when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,9 @@ fi
 out="$(RUNNER_IMAGE_BUILD="${RUNNER_IMAGE_BUILD:-local}" bash services/runner/build-image.sh 2>&1)" || { echo "$out" >&2; exit 1; }
 # The legacy builder's deprecation notice is noise here.
 echo "$out" | grep -v -i -E 'deprecated|buildx|buildkit|^\s*$' || true
+
+# PostgreSQL, for replicas sharing state (DATABASE_URL).
+bash scripts/postgres-setup.sh
 
 # The real Open WebUI (pinned), the official Python openai client and Debian's chromium.
 bash scripts/openwebui-setup.sh

@@ -5,10 +5,9 @@
  * sidecar's runner (runnerProcessEnv), so the only difference measured is the sidecar.
  */
 import { randomBytes } from "node:crypto";
-import fs from "node:fs";
 import path from "node:path";
-import { runnerProcessEnv } from "../src/runners/opencode-config.js";
 import { bundledOpencodeBinary } from "../src/runners/registry.js";
+import { opencodeServeEnv } from "../test/fixtures/opencode-server.js";
 import { freePort, pollUntil, startChild, type Child } from "./children.js";
 import { SIDECAR_DIR } from "./sidecar.js";
 import { sseMessages } from "./sse.js";
@@ -35,29 +34,13 @@ export interface LaunchedDirect {
 
 /** Spawns opencode with its own XDG dirs under `root`, tied to this process (bin/tie-to-parent.sh). */
 export async function launchDirect(opencodeEnv: Record<string, string>, root: string): Promise<LaunchedDirect> {
-  const dirs = Object.fromEntries(["data", "config", "state", "cache", "home"].map((d) => [d, path.join(root, d)]));
-  for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
   const password = randomBytes(24).toString("base64url");
   const port = await freePort();
   const child = startChild(
     "direct opencode",
     path.join(SIDECAR_DIR, "bin/tie-to-parent.sh"),
     [bundledOpencodeBinary(), "serve", "--hostname", "127.0.0.1", "--port", String(port)],
-    {
-      cwd: root,
-      stdinPipe: true,
-      env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
-        HOME: dirs.home,
-        ...runnerProcessEnv(opencodeEnv),
-        XDG_DATA_HOME: dirs.data,
-        XDG_CONFIG_HOME: dirs.config,
-        XDG_STATE_HOME: dirs.state,
-        XDG_CACHE_HOME: dirs.cache,
-        OPENCODE_SERVER_USERNAME: "opencode",
-        OPENCODE_SERVER_PASSWORD: password,
-      },
-    },
+    { cwd: root, stdinPipe: true, env: opencodeServeEnv(root, opencodeEnv, password) },
   );
   const server = new DirectOpencode(`http://127.0.0.1:${port}`, password);
   const ready = (async () => {

@@ -25,6 +25,9 @@ import { ArtifactService } from "./artifacts/artifact-service.js";
 import { ArtifactStore } from "./artifacts/artifact-store.js";
 import { ArtifactSigner } from "./artifacts/artifact-token.js";
 import { persistentSecret } from "./config/persistent-secret.js";
+import { Database } from "./db/database.js";
+import { PgChatSessions, PgTurnLocks, PgUserSlots } from "./db/pg-chat-state.js";
+import { FileChatSessions } from "./sessions/chat-sessions.js";
 
 /** How long a turn's end may look for artifacts (a huge workspace must not hold the answer). */
 const ARTIFACT_COLLECT_TIMEOUT_MS = 10_000;
@@ -45,7 +48,8 @@ export interface Sidecar {
 }
 
 export function buildSidecar(config: Config, log: Logger): Sidecar {
-  const runner = createRunner(config, log);
+  const db = config.database ? new Database({ ...config.database, log: log.child({ component: "db" }) }) : undefined;
+  const runner = createRunner(config, log, db && new PgTurnLocks(db, log.child({ component: "db" }), "runner"));
   const sync = config.sync
     ? new SyncService({
         client: new OpenWebUIClient({ baseUrl: config.sync.openwebuiUrl, apiKey: config.sync.apiKey }),
@@ -76,7 +80,13 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     : undefined;
   const chat = new ChatService({
     runner,
-    store: new SessionStore({ log: log.child({ component: "sessions" }) }),
+    ...(db
+      ? {
+          store: new PgChatSessions(db),
+          turnLocks: new PgTurnLocks(db, log.child({ component: "db" })),
+          slots: new PgUserSlots(db, config.maxConcurrentRunsPerUser, log.child({ component: "db" })),
+        }
+      : { store: new FileChatSessions(new SessionStore({ log: log.child({ component: "sessions" }) })) }),
     workspaceRoot: config.workspaceRoot,
     stateRoot: config.stateRoot,
     maxConcurrentRunsPerUser: config.maxConcurrentRunsPerUser,
@@ -97,6 +107,8 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     sync,
     start: async () => {
       void checkModel(modelSetup(config.runnerEnv), log.child({ component: "model" }));
+      // Before anything is served: the schema replicas share, migrated once whoever starts first.
+      await db?.migrate();
       await runner.start();
       artifacts?.start();
       // Not awaited: reconciliation talks to Open WebUI, which may be down; it retries.
@@ -108,6 +120,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
       sync?.stop();
       await sync?.flush();
       await runner.stop();
+      await db?.close();
     },
   };
 }

@@ -11,9 +11,7 @@ import type { Identity } from "../auth/identity.js";
 import type { Logger } from "../log/logger.js";
 import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
 import type { Runner, RunnerEndpoint } from "../runners/runner.js";
-import { ConcurrencyLimiter } from "../limits/concurrency.js";
-import { KeyedMutex } from "../sessions/keyed-mutex.js";
-import type { SessionStore } from "../sessions/session-store.js";
+import { LocalTurnLocks, LocalUserSlots, type ChatSessions, type TurnLocks, type UserSlots } from "../sessions/chat-sessions.js";
 import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
 import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
 import type { TurnEvents } from "./turn-events.js";
@@ -42,7 +40,12 @@ interface LockedTurn {
 
 export interface ChatServiceDeps {
   runner: Runner;
-  store: SessionStore;
+  /** chat → session (files, or PostgreSQL when replicas share state). */
+  store: ChatSessions;
+  /** One turn per session; default: this process only. */
+  turnLocks?: TurnLocks;
+  /** The per-user cap; default: this process only. */
+  slots?: UserSlots;
   workspaceRoot: string;
   stateRoot: string;
   maxConcurrentRunsPerUser: number;
@@ -66,16 +69,17 @@ const NO_TOOLS = Object.fromEntries(
 );
 
 export class ChatService {
-  private readonly sessionLocks = new KeyedMutex();
-  private readonly limiter: ConcurrencyLimiter;
+  private readonly sessionLocks: TurnLocks;
+  private readonly slots: UserSlots;
   private readonly spaces = new Set<string>();
 
   constructor(private readonly deps: ChatServiceDeps) {
-    this.limiter = new ConcurrencyLimiter(deps.maxConcurrentRunsPerUser);
+    this.sessionLocks = deps.turnLocks ?? new LocalTurnLocks();
+    this.slots = deps.slots ?? new LocalUserSlots(deps.maxConcurrentRunsPerUser);
   }
 
   async prepare(req: TurnInput): Promise<PreparedTurn> {
-    const release = this.limiter.tryAcquire(req.identity.userHash);
+    const release = await this.slots.tryAcquire(req.identity.userHash);
     if (!release) {
       throw new RateLimitError(`Too many concurrent chats for this user (max ${this.deps.maxConcurrentRunsPerUser})`, "concurrency_limit");
     }
@@ -92,7 +96,7 @@ export class ChatService {
       // A cold start can take a minute: a client that leaves meanwhile gets no agent run.
       const ep = await whileWanted(this.deps.runner.ensure(space), req.signal);
       this.deps.events.emit("runner.used", { identity: req.identity, space, endpoint: ep });
-      const { sessionId, created, saved } = await this.deps.store.getOrCreate(space.stateDir, req.chatKey, async () => {
+      const { sessionId, created, saved } = await this.deps.store.getOrCreate(space, req.chatKey, async () => {
         const s = await ep.client.createSession(ep.directory, req.title);
         req.log.info({ sessionId: s.id }, "opencode session created");
         return s.id;
@@ -148,12 +152,13 @@ export class ChatService {
     // Files changed from here on are this turn's (the lock keeps the chat's other turns out).
     const startedAt = Date.now();
     try {
+      await stopOrphanedRun(ep, sessionId, req.log);
       try {
         yield* this.withArtifacts(runPrompt(ep, sessionId, body, signal, req.log, this.deps.limits), space, startedAt, req.log);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
-        const fresh = await this.deps.store.replace(space.stateDir, req.chatKey, sessionId, async () => {
+        const fresh = await this.deps.store.replace(space, req.chatKey, sessionId, async () => {
           const s = await ep.client.createSession(ep.directory, req.title);
           await this.seed(ep, s.id, req.earlier);
           return s.id;
@@ -205,6 +210,23 @@ export class ChatService {
   private space(identity: Identity): UserSpace {
     return userSpace(this.deps.workspaceRoot, this.deps.stateRoot, identity.userHash);
   }
+}
+
+/** How long a turn waits for opencode to stop an orphaned run before going ahead anyway. */
+const ORPHAN_STOP_MS = 5000;
+
+/**
+ * A session still busy when its lock is taken runs a turn nobody holds any more: its sidecar
+ * died mid-turn (a replica killed, a crash), and opencode ran on. Stopped first — a prompt
+ * sent into a busy session would be merged into that orphaned run.
+ */
+async function stopOrphanedRun(ep: RunnerEndpoint, sessionId: string, log: Logger): Promise<void> {
+  const busy = async () => ((await ep.client.sessionStatus(ep.directory))[sessionId]?.type ?? "idle") !== "idle";
+  if (!(await busy().catch(() => false))) return;
+  log.warn({ sessionId }, "session busy with an orphaned run (its sidecar died mid-turn): stopping it");
+  await ep.client.abort(sessionId, ep.directory).catch((e) => log.warn({ err: (e as Error).message }, "opencode abort failed"));
+  const deadline = Date.now() + ORPHAN_STOP_MS;
+  while (Date.now() < deadline && (await busy().catch(() => false))) await new Promise((r) => setTimeout(r, 100));
 }
 
 /** Why a request stopped being wanted, as the error that ends its preparation. */

@@ -70,6 +70,8 @@ export interface Config {
   artifacts?: ArtifactsConfig;
   /** PUBLIC_BASE_URL: how browsers reach the sidecar (artifact links); default: the request's origin. */
   publicBaseUrl?: string;
+  /** DATABASE_URL: state shared by replicas lives in PostgreSQL; absent: files (one process). */
+  database?: { url: string; poolMax: number };
 }
 
 export interface ArtifactsConfig {
@@ -227,6 +229,7 @@ const SIDECAR_ONLY = new Set([
   "OPENCODE_BASE_URL",
   "OPENCODE_SERVER_PASSWORD",
   "ARTIFACT_SIGNING_KEY",
+  "DATABASE_URL",
   // Paths, but of the secrets above.
   "SIDECAR_API_KEYS_FILE",
   "OPENWEBUI_API_KEY_FILE",
@@ -234,6 +237,7 @@ const SIDECAR_ONLY = new Set([
   "RUNNER_SECRET_FILE",
   "OPENCODE_SERVER_PASSWORD_FILE",
   "ARTIFACT_SIGNING_KEY_FILE",
+  "DATABASE_URL_FILE",
 ]);
 
 function dockerUser(env: Env): string {
@@ -247,7 +251,7 @@ function dockerUser(env: Env): string {
  * Secrets that may come from a file instead (`<NAME>_FILE`, as Docker and Kubernetes mount
  * them), so they need not sit in the sidecar's environment. A runner never gets either form.
  */
-const SECRET_FILE_VARS = ["SIDECAR_API_KEYS", "OPENWEBUI_JWT_SECRET", "RUNNER_SECRET", "OPENWEBUI_API_KEY", "OPENCODE_SERVER_PASSWORD", "ARTIFACT_SIGNING_KEY"] as const;
+const SECRET_FILE_VARS = ["SIDECAR_API_KEYS", "OPENWEBUI_JWT_SECRET", "RUNNER_SECRET", "OPENWEBUI_API_KEY", "OPENCODE_SERVER_PASSWORD", "ARTIFACT_SIGNING_KEY", "DATABASE_URL"] as const;
 
 /** `env` with each `<NAME>_FILE` read into `<NAME>` (one trailing newline dropped). */
 export function withSecretFiles(env: Env): Env {
@@ -282,6 +286,24 @@ function subnetPool(env: Env): SubnetPool {
   } catch (e) {
     throw new ConfigError(env.RUNNER_SUBNET_PREFIX && /prefix/.test((e as Error).message) ? "RUNNER_SUBNET_PREFIX" : "RUNNER_SUBNET_POOL", (e as Error).message);
   }
+}
+
+/** DATABASE_URL (it holds a password: never echoed) and the pool's size. */
+function databaseConfig(env: Env, runnerMode: RunnerMode): Config["database"] {
+  const raw = env.DATABASE_URL;
+  if (!raw) return undefined;
+  let ok = false;
+  try {
+    ok = /^postgres(ql)?:$/.test(new URL(raw).protocol);
+  } catch {
+    /* not a URL */
+  }
+  if (!ok) throw new ConfigError("DATABASE_URL", "must be a postgres:// or postgresql:// URL");
+  if (runnerMode === "local") {
+    // Each replica would run its own opencode over the same workspaces and sessions.
+    throw new ConfigError("DATABASE_URL", "replicas need RUNNER_MODE=shared or docker: local mode runs opencode inside each sidecar process, which cannot be shared");
+  }
+  return { url: raw, poolMax: int(env, "DATABASE_POOL_MAX", 100, 4, 10_000) };
 }
 
 export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Config {
@@ -366,9 +388,12 @@ export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Conf
         }
       : undefined;
 
+  const database = databaseConfig(env, runnerMode);
+
   return {
     sync,
     artifacts,
+    database,
     publicBaseUrl: url(env, "PUBLIC_BASE_URL"),
     port: int(env, "PORT", 8000, 0, 65535),
     host,

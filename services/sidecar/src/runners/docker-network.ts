@@ -87,6 +87,9 @@ export class RunnerNetworks {
       } catch (e) {
         if ((e as EngineError).statusCode === 409) return undefined;
         if (!isPoolOverlap(e as EngineError)) throw e;
+        // Taken by this very network, made meanwhile by another sidecar: use it (a second
+        // network of the same name on the next subnet would make the name ambiguous).
+        if ((await this.opts.docker.listNetworks({ filters: { name: [name] } })).some((n) => n.Name === name)) return undefined;
         this.opts.log.debug({ network: name, subnet }, "subnet taken; trying the next");
       }
     }

@@ -41,7 +41,7 @@ import { ApiError, RunnerUnavailableError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
-import { KeyedMutex } from "../sessions/keyed-mutex.js";
+import { LocalTurnLocks, type TurnLocks } from "../sessions/chat-sessions.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { runnerProcessEnv } from "./opencode-config.js";
 import { waitHealthy } from "./readiness.js";
@@ -106,6 +106,12 @@ export interface DockerRunnerOptions {
   runnerEnv: Record<string, string>;
   startTimeoutMs: number;
   log: Logger;
+  /**
+   * Serializes a user's runner start, stop and recreation. Default: this process only; with
+   * replicas (DATABASE_URL) it must hold across them, or two replicas race to create one
+   * user's network and container.
+   */
+  userLocks?: TurnLocks;
 }
 
 interface Live {
@@ -123,13 +129,14 @@ export class DockerRunner implements Runner {
   readonly mode = "docker";
   private readonly live = new Map<string, Live>();
   private readonly inUse: InUse = new Map();
-  private readonly locks = new KeyedMutex();
+  private readonly locks: TurnLocks;
   private reaper?: NodeJS.Timeout;
   private selfId?: Promise<string | undefined>;
   private stopped = false;
   readonly networks: RunnerNetworks;
 
   constructor(private readonly opts: DockerRunnerOptions) {
+    this.locks = opts.userLocks ?? new LocalTurnLocks();
     this.networks = new RunnerNetworks({ docker: opts.docker, prefix: opts.network, pool: opts.subnetPool, self: () => this.self(), log: opts.log });
   }
 

@@ -10,9 +10,11 @@ import { LocalRunner } from "./local-runner.js";
 import { detectCgroupLimiter, type CgroupLimiter, type ProcessLimits } from "./cgroup-limits.js";
 import { sandboxProblem } from "./sandbox.js";
 import type { Runner } from "./runner.js";
+import type { TurnLocks } from "../sessions/chat-sessions.js";
 import { SharedRunner } from "./shared-runner.js";
 
-export function createRunner(config: Config, log: Logger): Runner {
+/** `userLocks`: how a user's runner start is serialized (across replicas, when they share a database). */
+export function createRunner(config: Config, log: Logger, userLocks?: TurnLocks): Runner {
   switch (config.runnerMode) {
     case "local":
       return new LocalRunner({
@@ -56,6 +58,7 @@ export function createRunner(config: Config, log: Logger): Runner {
         runnerEnv: config.runnerEnv,
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,
+        userLocks,
       });
     }
   }

@@ -13,7 +13,7 @@ export interface GatewayTurn {
   error?: { message: string };
 }
 
-export async function gatewayChat(url: string, gatewayKey: string, userId: string, content: string, chatId = randomUUID()): Promise<GatewayTurn> {
+export async function gatewayChat(url: string, gatewayKey: string, userId: string, content: string, chatId: string = randomUUID()): Promise<GatewayTurn> {
   const res = await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
     headers: {

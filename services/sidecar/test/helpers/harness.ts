@@ -120,14 +120,15 @@ export async function spawnSidecar(env: Record<string, string>): Promise<ChildSi
     });
   };
   const listening = JSON.parse(await waitForLog(/sidecar listening/)) as { port: number };
-  await waitForLog(/local opencode runner ready/);
+  if (!env.RUNNER_MODE || env.RUNNER_MODE === "local") await waitForLog(/local opencode runner ready/);
   return {
     url: `http://127.0.0.1:${listening.port}`,
     proc,
     logs,
     waitForLog,
     stop: async (signal = "SIGTERM") => {
-      if (proc.exitCode !== null) return proc.exitCode;
+      // Already gone (exited, or killed by a signal: then exitCode stays null).
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
       const done = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
       proc.kill(signal);
       return done;

@@ -345,3 +345,23 @@ describe("artifacts", () => {
     expect(configError({ ARTIFACTS: "yes" }).variable).toBe("ARTIFACTS");
   });
 });
+
+describe("DATABASE_URL", () => {
+  it("is taken in shared and docker mode, and refused in local mode (each replica would run its own opencode)", () => {
+    const url = "postgresql://persona:s3cret@db:5432/persona";
+    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "docker" }, CWD).database).toEqual({ url, poolMax: 100 });
+    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "shared", OPENCODE_BASE_URL: "http://oc:4096", DATABASE_POOL_MAX: "20" }, CWD).database).toEqual({ url, poolMax: 20 });
+    const local = configError({ DATABASE_URL: url });
+    expect(local.variable).toBe("DATABASE_URL");
+    expect(local.message).toMatch(/RUNNER_MODE=shared or docker/);
+    expect(loadConfig({}, CWD).database).toBeUndefined();
+  });
+
+  it("refuses what is not a postgres URL without echoing it (it holds a password), and never hands it to a runner", () => {
+    const bad = configError({ DATABASE_URL: "mysql://u:hunter2@db/x", RUNNER_MODE: "docker" });
+    expect(bad.variable).toBe("DATABASE_URL");
+    expect(bad.message).not.toContain("hunter2");
+    const config = loadConfig({ DATABASE_URL: "postgres://u:p@db/x", RUNNER_MODE: "docker", OPENAI_API_KEY: "sk-model" }, CWD);
+    expect(config.runnerEnv).toEqual({ OPENAI_API_KEY: "sk-model" });
+  });
+});

@@ -1,0 +1,194 @@
+/**
+ * Several sidecar replicas sharing their state in PostgreSQL (DATABASE_URL), behind a
+ * round-robin proxy: over one real `opencode serve` (RUNNER_MODE=shared), and over runner
+ * containers on the real Docker engine (RUNNER_MODE=docker). Each replica has its own
+ * STATE_ROOT: whatever they agree on, they agree on through the database.
+ */
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { userHash } from "../../src/workspace/user-space.js";
+import { startOpencodeServer, type OpencodeServer } from "../fixtures/opencode-server.js";
+import { createTestDatabase, type TestDatabase } from "../fixtures/postgres.js";
+import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { DockerTestUsers } from "../helpers/docker-users.js";
+import { gatewayChat } from "../helpers/gateway-chat.js";
+import { spawnSidecar, tempDir, type ChildSidecar } from "../helpers/harness.js";
+import { startRoundRobinProxy, type RoundRobinProxy } from "../helpers/round-robin-proxy.js";
+
+const GATEWAY_KEY = `gw-${randomUUID()}`;
+const CAP = 3;
+
+let model: ScriptedModel;
+let root: string;
+
+beforeAll(async () => {
+  // Reached by the shared opencode on the host and by runner containers (host.docker.internal).
+  model = await startScriptedModel(0, "0.0.0.0");
+  root = tempDir("op-replicas-");
+});
+
+afterAll(async () => {
+  await model?.close();
+});
+
+const chat = (url: string, user: string, content: string, chatId: string = randomUUID()) => gatewayChat(url, GATEWAY_KEY, user, content, chatId);
+const sessionsOfIn = async (db: TestDatabase, user: string, chatKey: string) =>
+  (await db.query<{ session_id: string }>("SELECT session_id FROM chat_sessions WHERE user_hash = $1 AND chat_key = $2", [userHash(user), chatKey])).rows;
+
+/** `n` replicas with `env(i)`, started together (the schema is migrated once, whoever is first), behind a proxy. */
+async function startReplicas(n: number, env: (i: number) => Record<string, string>) {
+  const replicas = await Promise.all(Array.from({ length: n }, (_, i) => spawnSidecar(env(i))));
+  const proxy = await startRoundRobinProxy(() => replicas.map((r) => r.url));
+  return { replicas, proxy };
+}
+
+describe("replicas sharing PostgreSQL, shared mode", () => {
+  let opencode: OpencodeServer;
+  let db: TestDatabase;
+  let replicas: ChildSidecar[];
+  let proxy: RoundRobinProxy;
+  const sessionsOf = (user: string, chatKey: string) => sessionsOfIn(db, user, chatKey);
+
+  beforeAll(async () => {
+    [opencode, db] = await Promise.all([startOpencodeServer(model.baseURL), createTestDatabase()]);
+    ({ replicas, proxy } = await startReplicas(2, (i) => ({
+      RUNNER_MODE: "shared",
+      OPENCODE_BASE_URL: opencode.url,
+      OPENCODE_SERVER_PASSWORD: opencode.password,
+      DATABASE_URL: db.url,
+      SIDECAR_API_KEYS: GATEWAY_KEY,
+      MAX_CONCURRENT_RUNS_PER_USER: String(CAP),
+      // One workspace tree (the opencode server's view); a state directory each.
+      WORKSPACE_ROOT: path.join(root, "shared-workspaces"),
+      STATE_ROOT: path.join(root, `shared-state-${i}`),
+      LOG_LEVEL: "debug",
+    })));
+  }, 120_000);
+
+  afterAll(async () => {
+    await proxy?.close();
+    await Promise.all((replicas ?? []).map((r) => r.stop()));
+    await opencode?.close();
+    await db?.drop();
+  });
+
+  it("keeps one session for a chat whose messages alternate between replicas", async () => {
+    const user = `alice-${randomUUID().slice(0, 8)}`;
+    const chatId = randomUUID();
+    const from = proxy.served.length;
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) answers.push((await chat(proxy.url, user, say.countTurns(), chatId)).text);
+    // The model saw the whole conversation every time: one session, whichever replica served.
+    expect(answers).toEqual(["turns=1", "turns=2", "turns=3", "turns=4"]);
+    expect(proxy.served.slice(from)).toEqual([0, 1, 0, 1]);
+    expect(await sessionsOf(user, chatId)).toHaveLength(1);
+  }, 120_000);
+
+  it("creates one session for concurrent first requests through different replicas", async () => {
+    const user = `bob-${randomUUID().slice(0, 8)}`;
+    const chatId = randomUUID();
+    const turns = await Promise.all(Array.from({ length: CAP }, () => chat(proxy.url, user, say.text("hello"), chatId)));
+    expect(turns.map((t) => t.status)).toEqual(Array(CAP).fill(200));
+    expect(turns.map((t) => t.text)).toEqual(Array(CAP).fill("hello"));
+    expect(await sessionsOf(user, chatId)).toHaveLength(1);
+    // The turns ran one after another in that one session (never merged): the next one sees them all.
+    expect((await chat(proxy.url, user, say.countTurns(), chatId)).text).toBe(`turns=${CAP + 1}`);
+  }, 120_000);
+
+  it("holds the per-user cap across replicas", async () => {
+    const user = `carol-${randomUUID().slice(0, 8)}`;
+    const turns = await Promise.all(Array.from({ length: CAP + 3 }, () => chat(proxy.url, user, say.slow(20, 100), randomUUID())));
+    const statuses = turns.map((t) => t.status).sort();
+    expect(statuses).toEqual([...Array(CAP).fill(200), ...Array(3).fill(429)]);
+    // Both replicas refused some: the cap is the user's, not a replica's.
+    expect(turns.filter((t) => t.status === 429).every((t) => /Too many concurrent chats/.test(t.error!.message))).toBe(true);
+    // All slots are back.
+    const again = await Promise.all(Array.from({ length: CAP }, () => chat(proxy.url, user, say.text("ok"), randomUUID())));
+    expect(again.map((t) => t.status)).toEqual(Array(CAP).fill(200));
+  }, 120_000);
+
+  it("survives a replica killed mid-turn: the next request succeeds on another, with no lock or slot left taken", async () => {
+    const user = `dave-${randomUUID().slice(0, 8)}`;
+    const chatId = randomUUID();
+    const [victim, survivor] = replicas as [ChildSidecar, ChildSidecar];
+    // A long turn on the victim: its session lock and one of the user's slots are taken.
+    const res = await fetch(`${victim.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "Content-Type": "application/json", "X-OpenWebUI-User-Id": user, "X-OpenWebUI-Chat-Id": chatId },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(200, 100) }] }),
+    });
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain("data:");
+    await victim.stop("SIGKILL");
+    // Its client sees the stream end or break at once (never a hang).
+    const ended = (async () => {
+      for (;;) if ((await reader.read()).done) return "ended";
+    })().catch((e: Error) => `broken: ${e.message}`);
+    expect(await Promise.race([ended, new Promise((r) => setTimeout(() => r("still open"), 5000))])).toMatch(/^(ended|broken)/);
+
+    const started = Date.now();
+    const next = await chat(survivor.url, user, say.countTurns(), chatId);
+    expect(next.status).toBe(200);
+    // The same session (the killed turn's message is in it), without waiting out the orphaned run.
+    expect(next.text).toBe("turns=2");
+    expect(Date.now() - started).toBeLessThan(15_000);
+    const all = await Promise.all(Array.from({ length: CAP }, () => chat(survivor.url, user, say.text("free"), randomUUID())));
+    expect(all.map((t) => t.status)).toEqual(Array(CAP).fill(200));
+    expect(survivor.logs.some((l) => /orphaned run/.test(l))).toBe(true);
+  }, 120_000);
+});
+
+describe("replicas sharing PostgreSQL, docker mode", () => {
+  const docker = new Docker({ socketPath: "/var/run/docker.sock" });
+  const run = randomUUID().slice(0, 8);
+  const network = `op-rep-${run}`;
+  const users = new DockerTestUsers(docker, run, network);
+  let db: TestDatabase;
+  let replicas: ChildSidecar[];
+  let proxy: RoundRobinProxy;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    // One RUNNER_SECRET for all: a runner's password must be the same whichever replica made it.
+    const secret = randomUUID();
+    ({ replicas, proxy } = await startReplicas(2, (i) => ({
+      RUNNER_MODE: "docker",
+      RUNNER_NETWORK: network,
+      RUNNER_MEMORY: "768m",
+      RUNNER_CPUS: "1",
+      RUNNER_IDLE_TIMEOUT: "0",
+      RUNNER_SECRET: secret,
+      DATABASE_URL: db.url,
+      SIDECAR_API_KEYS: GATEWAY_KEY,
+      MAX_CONCURRENT_RUNS_PER_USER: String(CAP),
+      OPENCODE_CONFIG_CONTENT: JSON.stringify(scriptedOpencodeConfig(`http://host.docker.internal:${model.port}/v1`)),
+      OPENCODE_DISABLE_MODELS_FETCH: "1",
+      WORKSPACE_ROOT: path.join(root, "docker-workspaces"),
+      STATE_ROOT: path.join(root, `docker-state-${i}`),
+      LOG_LEVEL: "debug",
+    })));
+  }, 120_000);
+
+  afterAll(async () => {
+    await proxy?.close();
+    await Promise.all((replicas ?? []).map((r) => r.stop()));
+    await users.removeAll();
+    await db?.drop();
+  });
+
+  it("concurrent first requests through different replicas make one runner container and one session", async () => {
+    const user = users.user("erin");
+    const chatId = randomUUID();
+    const turns = await Promise.all(Array.from({ length: CAP }, () => chat(proxy.url, user, say.text("hello"), chatId)));
+    expect(turns.map((t) => [t.status, t.text])).toEqual(Array(CAP).fill([200, "hello"]));
+    expect(await users.containersOf(user)).toHaveLength(1);
+    expect(await sessionsOfIn(db, user, chatId)).toHaveLength(1);
+    // And the chat goes on in that session from either replica.
+    const next = [await chat(proxy.url, user, say.countTurns(), chatId), await chat(proxy.url, user, say.countTurns(), chatId)];
+    expect(next.map((t) => t.text)).toEqual([`turns=${CAP + 1}`, `turns=${CAP + 2}`]);
+    expect(await users.containersOf(user)).toHaveLength(1);
+  }, 180_000);
+});
