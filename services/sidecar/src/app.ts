@@ -11,7 +11,7 @@ import { cancelResponse, createResponse, retrieveResponse } from "./http/respons
 import { authenticate, errorHandler, notFound, requestContext } from "./http/middleware.js";
 import { listModels } from "./http/models.js";
 import type { Logger } from "./log/logger.js";
-import type { ResponseIndex } from "./responses/response-index.js";
+import type { ResponseChats } from "./responses/response-index.js";
 import type { BackgroundRuns } from "./responses/background-runs.js";
 import type { Runner } from "./runners/runner.js";
 import type { SyncService } from "./sync/sync-service.js";
@@ -29,7 +29,7 @@ export interface AppDeps {
   maxBodyBytes: number;
   keepAliveMs: number;
   maxImagesPerRequest: number;
-  responses: ResponseIndex;
+  responses: ResponseChats;
   background: BackgroundRuns;
   artifacts?: ArtifactService;
   publicBaseUrl?: string;

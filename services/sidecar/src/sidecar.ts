@@ -27,6 +27,7 @@ import { ArtifactSigner } from "./artifacts/artifact-token.js";
 import { persistentSecret } from "./config/persistent-secret.js";
 import { Database } from "./db/database.js";
 import { PgChatSessions, PgTurnLocks, PgUserSlots } from "./db/pg-chat-state.js";
+import { PgResponseIndex } from "./db/pg-response-index.js";
 import { FileChatSessions } from "./sessions/chat-sessions.js";
 
 /** How long a turn's end may look for artifacts (a huge workspace must not hold the answer). */
@@ -96,7 +97,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
   });
   const turns = new TurnRegistry();
   const stateDirOf = (hash: string) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir;
-  const responses = new ResponseIndex(stateDirOf);
+  const responses = db ? new PgResponseIndex(db) : new ResponseIndex(stateDirOf);
   const background = new BackgroundRuns(stateDirOf);
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
   const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses, background, artifacts, publicBaseUrl: config.publicBaseUrl });

@@ -90,12 +90,18 @@ export class Database {
     return client;
   }
 
-  /** One query on any client; failures to reach the database are a 503. */
+  /** One query on any client; failing to reach the database (at connect or mid-query) is a 503. */
   async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+    const client = await this.connect();
+    let broken: Error | undefined;
     try {
-      return await this.pool.query<R>(text, values);
+      return await client.query<R>(text, values);
     } catch (e) {
-      throw unavailable(e) ? new DatabaseUnavailableError(e) : e;
+      if (!unavailable(e)) throw e;
+      broken = e as Error;
+      throw new DatabaseUnavailableError(e);
+    } finally {
+      client.release(broken);
     }
   }
 

@@ -19,7 +19,7 @@ import { DatabaseUnavailableError, unavailable, type Database } from "./database
 const key = (...parts: string[]) => JSON.stringify(parts);
 
 /** PostgreSQL text holds no NUL, which a chat key from a JSON body may contain: such a key is stored by its hash. */
-const storedKey = (chatKey: string) => (chatKey.includes("\u0000") ? `sha256:${createHash("sha256").update(chatKey).digest("hex")}` : chatKey);
+export const storedKey = (chatKey: string) => (chatKey.includes("\u0000") ? `sha256:${createHash("sha256").update(chatKey).digest("hex")}` : chatKey);
 
 export class PgChatSessions implements ChatSessions {
   constructor(private readonly db: Database) {}

@@ -16,7 +16,7 @@ import { ApiError, BadRequestError, NotFoundError, RunnerError, turnError } from
 import type { Logger } from "../log/logger.js";
 import { ResponseBuilder, newId } from "../responses/response-builder.js";
 import { linkBase } from "./artifacts.js";
-import type { ResponseIndex } from "../responses/response-index.js";
+import type { ResponseChats } from "../responses/response-index.js";
 import type { BackgroundRuns } from "../responses/background-runs.js";
 import type { StreamEvent } from "../responses/wire.js";
 import { conversationId, inputMessages, parseResponsesRequest, type ResponsesRequest } from "../responses/request.js";
@@ -30,7 +30,7 @@ export interface ResponsesRouteDeps {
   publicBaseUrl?: string;
   chat: ChatService;
   turns: TurnRegistry;
-  responses: ResponseIndex;
+  responses: ResponseChats;
   background: BackgroundRuns;
   keepAliveMs: number;
   maxImagesPerRequest: number;
@@ -103,7 +103,7 @@ export function createResponse(deps: ResponsesRouteDeps) {
 }
 
 /** previous_response_id, then conversation, then the client's chat headers, then derived. */
-async function chatKeyOf(req: Request, identity: Identity, body: ResponsesRequest, index: ResponseIndex): Promise<string> {
+async function chatKeyOf(req: Request, identity: Identity, body: ResponsesRequest, index: ResponseChats): Promise<string> {
   if (body.previous_response_id) {
     const found = await index.get(identity.userHash, body.previous_response_id);
     // Another user's response id is as unknown as one never made.

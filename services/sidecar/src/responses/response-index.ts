@@ -12,10 +12,16 @@ export interface ResponseRecord {
   createdAt: string;
 }
 
+/** Response id → chat, per user: in files (one process) or PostgreSQL (replicas, db/pg-response-index.ts). */
+export interface ResponseChats {
+  get(userHash: string, responseId: string): Promise<ResponseRecord | undefined>;
+  put(userHash: string, responseId: string, record: ResponseRecord): Promise<void>;
+}
+
 const FILE = "responses.json";
 const MAX_ENTRIES = 2000;
 
-export class ResponseIndex {
+export class ResponseIndex implements ResponseChats {
   private readonly queues = new Map<string, Promise<unknown>>();
 
   /** `stateDirOf`: a user hash → that user's state dir (workspace/user-space.ts). */

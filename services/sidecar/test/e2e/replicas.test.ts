@@ -109,6 +109,42 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     expect(again.map((t) => t.status)).toEqual(Array(CAP).fill(200));
   }, 120_000);
 
+  it("continues a response's chat from another replica (previous_response_id)", async () => {
+    const user = `frank-${randomUUID().slice(0, 8)}`;
+    const respond = async (url: string, previous?: string) => {
+      const res = await fetch(`${url}/v1/responses`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "Content-Type": "application/json", "X-OpenWebUI-User-Id": user },
+        body: JSON.stringify({ model: "open-persona/build", input: say.countTurns(), ...(previous ? { previous_response_id: previous } : {}) }),
+      });
+      expect(res.status).toBe(200);
+      return (await res.json()) as { id: string; output: Array<{ type: string; content?: Array<{ text: string }> }> };
+    };
+    const text = (r: Awaited<ReturnType<typeof respond>>) => r.output.find((o) => o.type === "message")!.content![0]!.text;
+    const first = await respond(replicas[0]!.url);
+    const second = await respond(replicas[1]!.url, first.id);
+    const third = await respond(replicas[0]!.url, second.id);
+    expect([first, second, third].map(text)).toEqual(["turns=1", "turns=2", "turns=3"]);
+  }, 120_000);
+
+  it("answers 503 database_unavailable while the database refuses connections, and goes on where it was after", async () => {
+    const user = `gina-${randomUUID().slice(0, 8)}`;
+    const chatId = randomUUID();
+    expect((await chat(proxy.url, user, say.countTurns(), chatId)).text).toBe("turns=1");
+    await db.acceptConnections(false);
+    try {
+      for (const r of replicas) {
+        const down = await chat(r.url, user, say.countTurns(), randomUUID());
+        expect(down.status).toBe(503);
+        expect(down.error!.message).toMatch(/database is unavailable/);
+      }
+    } finally {
+      await db.acceptConnections(true);
+    }
+    // Nothing was lost or half-written: the chat goes on in its session.
+    expect((await chat(proxy.url, user, say.countTurns(), chatId)).text).toBe("turns=2");
+  }, 120_000);
+
   it("survives a replica killed mid-turn: the next request succeeds on another, with no lock or slot left taken", async () => {
     const user = `dave-${randomUUID().slice(0, 8)}`;
     const chatId = randomUUID();
