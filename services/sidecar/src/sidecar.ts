@@ -28,6 +28,7 @@ import { persistentSecret } from "./config/persistent-secret.js";
 import { Database } from "./db/database.js";
 import { PgChatSessions, PgTurnLocks, PgUserSlots } from "./db/pg-chat-state.js";
 import { PgResponseIndex } from "./db/pg-response-index.js";
+import { PgRunnerUse } from "./db/pg-runner-use.js";
 import { FileChatSessions } from "./sessions/chat-sessions.js";
 
 /** How long a turn's end may look for artifacts (a huge workspace must not hold the answer). */
@@ -50,7 +51,7 @@ export interface Sidecar {
 
 export function buildSidecar(config: Config, log: Logger): Sidecar {
   const db = config.database ? new Database({ ...config.database, log: log.child({ component: "db" }) }) : undefined;
-  const runner = createRunner(config, log, db && new PgTurnLocks(db, log.child({ component: "db" }), "runner"));
+  const runner = createRunner(config, log, db && { userLocks: new PgTurnLocks(db, log.child({ component: "db" }), "runner"), use: new PgRunnerUse(db, log.child({ component: "db" })) });
   const sync = config.sync
     ? new SyncService({
         client: new OpenWebUIClient({ baseUrl: config.sync.openwebuiUrl, apiKey: config.sync.apiKey }),

@@ -48,7 +48,7 @@ import { waitHealthy } from "./readiness.js";
 import { RunnerNetworks, SubnetPoolExhaustedError } from "./docker-network.js";
 import { findSelfContainer, type SelfContainerSetting } from "./docker-self.js";
 import type { SubnetPool } from "./docker-subnets.js";
-import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
+import type { Runner, RunnerEndpoint, RunnerHealth, RunnerUse } from "./runner.js";
 
 export const LABEL_USER = "open-persona.user";
 export const LABEL_MANAGED = "open-persona.managed";
@@ -112,6 +112,8 @@ export interface DockerRunnerOptions {
    * user's network and container.
    */
   userLocks?: TurnLocks;
+  /** Other replicas' uses of the same runners (DATABASE_URL): the idle reaper counts them too. */
+  sharedUse?: RunnerUse;
 }
 
 interface Live {
@@ -229,6 +231,7 @@ export class DockerRunner implements Runner {
 
   use(space: UserSpace): () => void {
     const hash = space.hash;
+    this.opts.sharedUse?.touch(hash);
     this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
     let done = false;
     return () => {
@@ -239,6 +242,7 @@ export class DockerRunner implements Runner {
       else this.inUse.delete(hash);
       const live = this.live.get(hash);
       if (live) live.lastUsed = Date.now();
+      this.opts.sharedUse?.touch(hash);
     };
   }
 
@@ -270,6 +274,8 @@ export class DockerRunner implements Runner {
       try {
         if (this.live.get(hash) !== live || now - live.lastUsed < this.opts.idleTimeoutMs || this.inUse.has(hash)) continue;
         if (await this.busy(live.endpoint)) continue;
+        // Used lately through another replica (between its turns opencode looks idle).
+        if (await this.usedElsewhere(hash)) continue;
         this.forget(hash);
         await this.opts.docker.getContainer(live.containerId).stop({ t: 10 }).catch(() => {});
         // The network stays with the stopped container; only the sidecar leaves it.
@@ -281,6 +287,15 @@ export class DockerRunner implements Runner {
       }
     }
     return stopped;
+  }
+
+  /** Whether another replica used the runner within the idle timeout (a database that does not answer: assume so). */
+  private async usedElsewhere(hash: string): Promise<boolean> {
+    if (!this.opts.sharedUse) return false;
+    return this.opts.sharedUse.usedWithin(hash, this.opts.idleTimeoutMs).catch((e: Error) => {
+      this.opts.log.warn({ user: hash, err: e.message }, "cannot tell whether another replica uses this runner: keeping it");
+      return true;
+    });
   }
 
   private async busy(ep: RunnerEndpoint): Promise<boolean> {

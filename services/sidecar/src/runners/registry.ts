@@ -9,12 +9,17 @@ import { DockerRunner } from "./docker-runner.js";
 import { LocalRunner } from "./local-runner.js";
 import { detectCgroupLimiter, type CgroupLimiter, type ProcessLimits } from "./cgroup-limits.js";
 import { sandboxProblem } from "./sandbox.js";
-import type { Runner } from "./runner.js";
+import type { Runner, RunnerUse } from "./runner.js";
 import type { TurnLocks } from "../sessions/chat-sessions.js";
 import { SharedRunner } from "./shared-runner.js";
 
-/** `userLocks`: how a user's runner start is serialized (across replicas, when they share a database). */
-export function createRunner(config: Config, log: Logger, userLocks?: TurnLocks): Runner {
+/** What replicas sharing a database share about runners: their start locks and their uses. */
+export interface SharedRunnerState {
+  userLocks: TurnLocks;
+  use: RunnerUse;
+}
+
+export function createRunner(config: Config, log: Logger, shared?: SharedRunnerState): Runner {
   switch (config.runnerMode) {
     case "local":
       return new LocalRunner({
@@ -58,7 +63,8 @@ export function createRunner(config: Config, log: Logger, userLocks?: TurnLocks)
         runnerEnv: config.runnerEnv,
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,
-        userLocks,
+        userLocks: shared?.userLocks,
+        sharedUse: shared?.use,
       });
     }
   }

@@ -38,3 +38,14 @@ export interface Runner {
   health(): Promise<RunnerHealth>;
   stop(): Promise<void>;
 }
+
+/**
+ * Uses of users' runners shared between replicas (db/pg-runner-use.ts), so that an idle
+ * policy counts every replica's turns, not only its own.
+ */
+export interface RunnerUse {
+  /** The user's runner is being used now (fire and forget). */
+  touch(userHash: string): void;
+  /** Whether any replica used it within the last `ms`. */
+  usedWithin(userHash: string, ms: number): Promise<boolean>;
+}

@@ -49,7 +49,7 @@ describeChatState("PostgreSQL", () => ({ shared: true, stateRoot: "/unused", rep
 describe("PostgreSQL only", () => {
   it("migrated once, whoever started first", async () => {
     const applied = await testDb.query<{ name: string }>("SELECT name FROM pgmigrations");
-    expect(applied.rows.map((r) => r.name)).toEqual(["1700000000000_shared-state", "1700000000001_response-chats"]);
+    expect(applied.rows.map((r) => r.name)).toEqual(["1700000000000_shared-state", "1700000000001_response-chats", "1700000000002_runner-use"]);
   });
 
   it("frees a dead replica's session locks and user slots at once (its connections die with it)", async () => {

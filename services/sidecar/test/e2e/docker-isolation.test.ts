@@ -144,7 +144,13 @@ beforeAll(async () => {
   await new Promise<void>((r) => closedServer.listen(0, "0.0.0.0", r));
   closedPort = (closedServer.address() as AddressInfo).port;
   // A stand-in for cloud metadata: 169.254.169.254 bound on the host itself, on an interface of
-  // its own (a bridge with no ports: some kernels here lack the dummy module).
+  // its own (a bridge with no ports: some kernels here lack the dummy module). One left by a
+  // run that was killed before its clean-up goes first.
+  try {
+    execFileSync("ip", ["link", "del", META_IF], { stdio: "ignore" });
+  } catch {
+    /* none left behind */
+  }
   execFileSync("ip", ["link", "add", META_IF, "type", "bridge"]);
   metaIf = true;
   execFileSync("ip", ["addr", "add", `${META_IP}/32`, "dev", META_IF]);

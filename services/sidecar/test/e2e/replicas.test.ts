@@ -14,11 +14,12 @@ import { createTestDatabase, type TestDatabase } from "../fixtures/postgres.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { DockerTestUsers } from "../helpers/docker-users.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
-import { spawnSidecar, tempDir, type ChildSidecar } from "../helpers/harness.js";
+import { spawnSidecar, tempDir, waitFor, type ChildSidecar } from "../helpers/harness.js";
 import { startRoundRobinProxy, type RoundRobinProxy } from "../helpers/round-robin-proxy.js";
 
 const GATEWAY_KEY = `gw-${randomUUID()}`;
 const CAP = 3;
+const IDLE_S = 4;
 
 let model: ScriptedModel;
 let root: string;
@@ -195,7 +196,8 @@ describe("replicas sharing PostgreSQL, docker mode", () => {
       RUNNER_NETWORK: network,
       RUNNER_MEMORY: "768m",
       RUNNER_CPUS: "1",
-      RUNNER_IDLE_TIMEOUT: "0",
+      // Short, so that a reaper round falls between one replica's turns within the test.
+      RUNNER_IDLE_TIMEOUT: String(IDLE_S),
       RUNNER_SECRET: secret,
       DATABASE_URL: db.url,
       SIDECAR_API_KEYS: GATEWAY_KEY,
@@ -226,5 +228,26 @@ describe("replicas sharing PostgreSQL, docker mode", () => {
     const next = [await chat(proxy.url, user, say.countTurns(), chatId), await chat(proxy.url, user, say.countTurns(), chatId)];
     expect(next.map((t) => t.text)).toEqual([`turns=${CAP + 1}`, `turns=${CAP + 2}`]);
     expect(await users.containersOf(user)).toHaveLength(1);
+  }, 180_000);
+
+  it("never lets one replica's idle reaper stop a runner another replica is using, and stops it once nobody is", async () => {
+    const user = users.user("hank");
+    const chatId = randomUUID();
+    const [r0, r1] = replicas as [ChildSidecar, ChildSidecar];
+    // Both replicas know the runner.
+    expect((await chat(r1.url, user, say.text("one"), chatId)).status).toBe(200);
+    expect((await chat(r0.url, user, say.text("two"), chatId)).status).toBe(200);
+    const [container] = await users.containersOf(user);
+    // From now on only replica 1 uses it: replica 0's own last use grows far past the idle
+    // timeout, and between replica 1's turns opencode looks idle.
+    const until = Date.now() + 3 * IDLE_S * 1000;
+    while (Date.now() < until) {
+      expect((await chat(r1.url, user, say.text("still here"), chatId)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    expect((await users.containersOf(user)).map((c) => [c.Id, c.State])).toEqual([[container!.Id, "running"]]);
+    expect(r0.logs.some((l) => /stopped idle runner/.test(l) && l.includes(userHash(user)))).toBe(false);
+    // Nobody uses it any more: stopped after the timeout (data kept).
+    await waitFor(async () => (await users.containersOf(user))[0]?.State === "exited", 30_000, "the idle runner to be stopped");
   }, 180_000);
 });
