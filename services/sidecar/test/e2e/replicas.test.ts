@@ -38,9 +38,25 @@ const chat = (url: string, user: string, content: string, chatId: string = rando
 const sessionsOfIn = async (db: TestDatabase, user: string, chatKey: string) =>
   (await db.query<{ session_id: string }>("SELECT session_id FROM chat_sessions WHERE user_hash = $1 AND chat_key = $2", [userHash(user), chatKey])).rows;
 
-/** `n` replicas with `env(i)`, started together (the schema is migrated once, whoever is first), behind a proxy. */
-async function startReplicas(n: number, env: (i: number) => Record<string, string>) {
-  const replicas = await Promise.all(Array.from({ length: n }, (_, i) => spawnSidecar(env(i))));
+/**
+ * Two replicas in `mode` on `db`, started together (the schema is migrated once, whoever is
+ * first), behind a proxy: one workspace tree (what the runners see), a state directory each.
+ */
+async function startReplicas(mode: "shared" | "docker", db: TestDatabase, extra: Record<string, string>) {
+  const replicas = await Promise.all(
+    [0, 1].map((i) =>
+      spawnSidecar({
+        RUNNER_MODE: mode,
+        DATABASE_URL: db.url,
+        SIDECAR_API_KEYS: GATEWAY_KEY,
+        MAX_CONCURRENT_RUNS_PER_USER: String(CAP),
+        WORKSPACE_ROOT: path.join(root, `${mode}-workspaces`),
+        STATE_ROOT: path.join(root, `${mode}-state-${i}`),
+        LOG_LEVEL: "debug",
+        ...extra,
+      }),
+    ),
+  );
   const proxy = await startRoundRobinProxy(() => replicas.map((r) => r.url));
   return { replicas, proxy };
 }
@@ -54,18 +70,7 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
 
   beforeAll(async () => {
     [opencode, db] = await Promise.all([startOpencodeServer(model.baseURL), createTestDatabase()]);
-    ({ replicas, proxy } = await startReplicas(2, (i) => ({
-      RUNNER_MODE: "shared",
-      OPENCODE_BASE_URL: opencode.url,
-      OPENCODE_SERVER_PASSWORD: opencode.password,
-      DATABASE_URL: db.url,
-      SIDECAR_API_KEYS: GATEWAY_KEY,
-      MAX_CONCURRENT_RUNS_PER_USER: String(CAP),
-      // One workspace tree (the opencode server's view); a state directory each.
-      WORKSPACE_ROOT: path.join(root, "shared-workspaces"),
-      STATE_ROOT: path.join(root, `shared-state-${i}`),
-      LOG_LEVEL: "debug",
-    })));
+    ({ replicas, proxy } = await startReplicas("shared", db, { OPENCODE_BASE_URL: opencode.url, OPENCODE_SERVER_PASSWORD: opencode.password }));
   }, 120_000);
 
   afterAll(async () => {
@@ -191,23 +196,16 @@ describe("replicas sharing PostgreSQL, docker mode", () => {
     db = await createTestDatabase();
     // One RUNNER_SECRET for all: a runner's password must be the same whichever replica made it.
     const secret = randomUUID();
-    ({ replicas, proxy } = await startReplicas(2, (i) => ({
-      RUNNER_MODE: "docker",
+    ({ replicas, proxy } = await startReplicas("docker", db, {
       RUNNER_NETWORK: network,
       RUNNER_MEMORY: "768m",
       RUNNER_CPUS: "1",
       // Short, so that a reaper round falls between one replica's turns within the test.
       RUNNER_IDLE_TIMEOUT: String(IDLE_S),
       RUNNER_SECRET: secret,
-      DATABASE_URL: db.url,
-      SIDECAR_API_KEYS: GATEWAY_KEY,
-      MAX_CONCURRENT_RUNS_PER_USER: String(CAP),
       OPENCODE_CONFIG_CONTENT: JSON.stringify(scriptedOpencodeConfig(`http://host.docker.internal:${model.port}/v1`)),
       OPENCODE_DISABLE_MODELS_FETCH: "1",
-      WORKSPACE_ROOT: path.join(root, "docker-workspaces"),
-      STATE_ROOT: path.join(root, `docker-state-${i}`),
-      LOG_LEVEL: "debug",
-    })));
+    }));
   }, 120_000);
 
   afterAll(async () => {
