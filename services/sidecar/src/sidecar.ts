@@ -20,6 +20,9 @@ import { SyncService } from "./sync/sync-service.js";
 import { TurnEvents } from "./chat/turn-events.js";
 import { ResponseIndex } from "./responses/response-index.js";
 import { BackgroundRuns } from "./responses/background-runs.js";
+import { FileResponseStore } from "./responses/response-store.js";
+import { PgPresence } from "./db/pg-presence.js";
+import { PgResponseStore } from "./db/pg-response-store.js";
 import { userSpace } from "./workspace/user-space.js";
 import { ArtifactService } from "./artifacts/artifact-service.js";
 import { ArtifactStore } from "./artifacts/artifact-store.js";
@@ -99,7 +102,8 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
   const turns = new TurnRegistry();
   const stateDirOf = (hash: string) => userSpace(config.workspaceRoot, config.stateRoot, hash).stateDir;
   const responses = db ? new PgResponseIndex(db) : new ResponseIndex(stateDirOf);
-  const background = new BackgroundRuns(stateDirOf);
+  const presence = db && new PgPresence(db, log.child({ component: "db" }));
+  const background = new BackgroundRuns(presence ? new PgResponseStore(db!, presence, log.child({ component: "responses" })) : new FileResponseStore(stateDirOf));
   const auth = new Authenticator({ gatewayKeys: config.gatewayKeys, userKeys: config.userKeys, jwtSecret: config.openwebuiJwtSecret, jwtMaxAgeS: config.openwebuiJwtMaxAgeS });
   const app = createApp({ auth, chat, turns, runner, sync, log, maxBodyBytes: config.maxBodyBytes, keepAliveMs: config.keepAliveMs, maxImagesPerRequest: config.maxImagesPerRequest, responses, background, artifacts, publicBaseUrl: config.publicBaseUrl });
   return {
@@ -111,6 +115,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
       void checkModel(modelSetup(config.runnerEnv), log.child({ component: "model" }));
       // Before anything is served: the schema replicas share, migrated once whoever starts first.
       await db?.migrate();
+      await presence?.start();
       await runner.start();
       artifacts?.start();
       // Not awaited: reconciliation talks to Open WebUI, which may be down; it retries.
@@ -122,6 +127,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
       sync?.stop();
       await sync?.flush();
       await runner.stop();
+      await presence?.stop();
       await db?.close();
     },
   };

@@ -1,26 +1,29 @@
 /**
  * Background responses (`background: true`): the turn runs detached from the request that
  * started it, so a long agent task no longer depends on one HTTP connection. Its events are
- * kept — in memory while it runs, and appended to `<state dir>/responses/<id>.events.jsonl`
- * (bounded: MAX_LOGGED_EVENTS) with the Response itself in `<id>.json` — so that
- * `GET /v1/responses/{id}` returns its state and `?stream=true&starting_after=N` replays and
- * follows its events, also after a sidecar restart. A run that was in flight when its sidecar
- * died is reported failed (`sidecar_restarted`) once read back. Runs are found in their
- * owner's state dir only: another user's id is unknown.
+ * kept — in memory while it runs here, and in its log in the ResponseStore (bounded:
+ * MAX_LOGGED_EVENTS) with the Response itself — so that `GET /v1/responses/{id}` returns its
+ * state and `?stream=true&starting_after=N` replays and follows its events: after a restart,
+ * and, with PostgreSQL, from any replica while another one runs it. A run whose process died
+ * is reported failed (`sidecar_restarted`) once read back. A response is found for its owner
+ * only: another user's id is unknown.
  */
-import { createWriteStream, type WriteStream } from "node:fs";
-import fs from "node:fs/promises";
-import path from "node:path";
 import type { PreparedTurn } from "../chat/chat-service.js";
 import type { TrackedTurn } from "../chat/turn-registry.js";
 import { ApiError, RunnerError, turnError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import type { ResponseBuilder } from "./response-builder.js";
+import type { ResponseStore } from "./response-store.js";
 import type { ResponseObject, StreamEvent } from "./wire.js";
 
 /** Past this many events a run's log stops growing (its Response is still saved whole). */
 const MAX_LOGGED_EVENTS = 50_000;
-const ID = /^resp_[0-9a-f]{24}$/;
+/** How often a run asks whether another replica was told to cancel it. */
+const CANCEL_CHECK_MS = 500;
+/** How long a follower on another replica waits at most before looking again. */
+const FOLLOW_POLL_MS = 500;
+/** How long a cancel sent to another replica's run waits for its final state. */
+const REMOTE_CANCEL_TIMEOUT_MS = 30_000;
 
 interface LiveRun {
   userHash: string;
@@ -28,36 +31,39 @@ interface LiveRun {
   events: StreamEvent[];
   listeners: Set<() => void>;
   cancel: AbortController;
-  log?: WriteStream;
   done: Promise<void>;
 }
+
+/** The events a response's stream ends with. */
+const TERMINAL = new Set(["response.completed", "response.failed", "response.incomplete"]);
+
+const finished = (r: ResponseObject) => r.status !== "in_progress" && r.status !== "queued";
 
 export class BackgroundRuns {
   private readonly live = new Map<string, LiveRun>();
 
-  /** `stateDirOf`: a user hash → that user's state dir. */
-  constructor(private readonly stateDirOf: (userHash: string) => string) {}
+  constructor(private readonly store: ResponseStore) {}
 
   /** Keeps a finished foreground response, so that GET finds it too. */
-  async remember(userHash: string, response: ResponseObject): Promise<void> {
-    await fs.mkdir(this.dirOf(userHash), { recursive: true });
-    const file = path.join(this.dirOf(userHash), `${response.id}.json`);
-    await fs.writeFile(`${file}.tmp`, JSON.stringify(response));
-    await fs.rename(`${file}.tmp`, file);
+  remember(userHash: string, response: ResponseObject): Promise<void> {
+    return this.store.save(userHash, response);
   }
 
   /** Runs `turn` detached; `tracked` ends with it (a shutdown drains it like any turn). */
   async start(userHash: string, builder: ResponseBuilder, turn: PreparedTurn, tracked: TrackedTurn, log: Logger): Promise<void> {
-    const dir = this.dirOf(userHash);
-    await fs.mkdir(dir, { recursive: true });
     const id = builder.response.id;
     const run: LiveRun = { userHash, builder, events: [], listeners: new Set(), cancel: new AbortController(), done: Promise.resolve() };
-    run.log = createWriteStream(path.join(dir, `${id}.events.jsonl`), { flags: "a" });
-    run.log.on("error", (e) => log.error({ err: e.message }, "background response: event log failed"));
+    const started = builder.start();
+    // Saved before its first event: its log belongs to it, and any replica may read it now.
+    await this.store.save(userHash, builder.response);
     this.live.set(id, run);
-    this.record(run, builder.start());
-    await this.save(run);
+    this.record(run, started);
+    // Its first events too: a client told it was created may follow it from any replica at once.
+    await this.store.flush(id);
     const signal = AbortSignal.any([tracked.signal, run.cancel.signal]);
+    const watch = setInterval(() => {
+      void this.store.cancelRequested(id).then((yes) => yes && run.cancel.abort(), () => {});
+    }, CANCEL_CHECK_MS);
     run.done = (async () => {
       try {
         for await (const out of turn.run(signal)) {
@@ -71,11 +77,13 @@ export class BackgroundRuns {
         const err = e instanceof ApiError ? e : new RunnerError("The agent run failed", "runner_error");
         this.record(run, builder.fail(err.code ?? "runner_error", err.message, err.type));
       } finally {
+        clearInterval(watch);
         if (run.cancel.signal.aborted) this.record(run, builder.cancel());
         else if (!builder.done) this.record(run, builder.fail("runner_error", "The agent run ended without an answer"));
         tracked.end();
-        await this.save(run).catch((e: Error) => log.error({ err: e.message }, "background response: could not save"));
-        await new Promise<void>((r) => (run.log ? run.log.end(r) : r()));
+        // The log before the final state: whoever sees the run finished can read all of it.
+        await this.store.flush(id).catch((e: Error) => log.error({ err: e.message }, "background response: could not write its events"));
+        await this.store.save(userHash, builder.response).catch((e: Error) => log.error({ err: e.message }, "background response: could not save"));
         this.live.delete(id);
         this.notify(run);
         log.info({ responseId: id, status: builder.response.status }, "background response ended");
@@ -87,20 +95,16 @@ export class BackgroundRuns {
   async get(userHash: string, id: string): Promise<ResponseObject | undefined> {
     const run = this.live.get(id);
     if (run) return run.userHash === userHash ? structuredClone(run.builder.response) : undefined;
-    if (!ID.test(id)) return undefined;
-    let saved: ResponseObject;
-    try {
-      saved = JSON.parse(await fs.readFile(path.join(this.dirOf(userHash), `${id}.json`), "utf8")) as ResponseObject;
-    } catch {
-      return undefined;
-    }
-    if (saved.status === "in_progress" || saved.status === "queued") {
+    const stored = await this.store.load(userHash, id);
+    if (!stored) return undefined;
+    const { response, runnerAlive } = stored;
+    if (!finished(response) && !runnerAlive) {
       // Nothing runs it any more: its sidecar stopped while it ran.
-      saved.status = "failed";
-      saved.error = { type: "server_error", code: "sidecar_restarted", message: "The sidecar restarted while this response ran; send it again" };
-      await fs.writeFile(path.join(this.dirOf(userHash), `${id}.json`), JSON.stringify(saved)).catch(() => {});
+      response.status = "failed";
+      response.error = { type: "server_error", code: "sidecar_restarted", message: "The sidecar restarted while this response ran; send it again" };
+      await this.store.markOrphaned(userHash, response).catch(() => {});
     }
-    return saved;
+    return response;
   }
 
   /** Asks a running response to stop; resolves once it has (its final state). */
@@ -109,8 +113,18 @@ export class BackgroundRuns {
     if (run && run.userHash === userHash) {
       run.cancel.abort();
       await run.done;
+      return this.get(userHash, id);
     }
-    return this.get(userHash, id);
+    let found = await this.get(userHash, id);
+    if (!found || finished(found)) return found;
+    // Another replica runs it: ask it, and wait (bounded) for the state it ends in.
+    await this.store.requestCancel(userHash, id);
+    const deadline = AbortSignal.timeout(REMOTE_CANCEL_TIMEOUT_MS);
+    while (found && !finished(found) && !deadline.aborted) {
+      await this.store.changed(id, FOLLOW_POLL_MS, deadline);
+      found = await this.get(userHash, id);
+    }
+    return found;
   }
 
   /**
@@ -118,12 +132,12 @@ export class BackgroundRuns {
    * each new one as it comes. Ends when the response has ended or `signal` aborts.
    */
   async *events(userHash: string, id: string, after: number, signal: AbortSignal): AsyncGenerator<StreamEvent> {
-    let next = after + 1;
     const run = this.live.get(id);
     if (!run || run.userHash !== userHash) {
-      for (const e of await this.loggedEvents(userHash, id)) if (e.sequence_number >= next) yield e;
+      yield* this.followStored(userHash, id, after, signal);
       return;
     }
+    let next = after + 1;
     while (!signal.aborted) {
       while (next < run.events.length) yield run.events[next++]!;
       if (!this.live.has(id)) return;
@@ -139,35 +153,37 @@ export class BackgroundRuns {
     }
   }
 
+  /** Replays a stored log, and follows it while the replica running it is alive. */
+  private async *followStored(userHash: string, id: string, after: number, signal: AbortSignal): AsyncGenerator<StreamEvent> {
+    let last = after;
+    while (!signal.aborted) {
+      // Its state first: a run seen finished has its whole log written (see start).
+      const state = await this.get(userHash, id);
+      let ended = false;
+      for (const e of await this.store.events(userHash, id, last)) {
+        last = e.sequence_number;
+        ended ||= TERMINAL.has(e.type);
+        yield e;
+      }
+      if (!state) return;
+      if (finished(state)) {
+        // An orphan's log stops mid-run: end it the way every client expects a failure to end.
+        if (!ended && state.status === "failed") yield { type: "response.failed", sequence_number: last + 1, response: state };
+        return;
+      }
+      await this.store.changed(id, FOLLOW_POLL_MS, signal);
+    }
+  }
+
   private record(run: LiveRun, events: StreamEvent[]): void {
     if (!events.length) return;
+    const before = run.events.length;
     run.events.push(...events);
-    if (run.log && run.events.length <= MAX_LOGGED_EVENTS) run.log.write(events.map((e) => JSON.stringify(e)).join("\n") + "\n");
+    if (before < MAX_LOGGED_EVENTS) this.store.append(run.userHash, run.builder.response.id, events.slice(0, MAX_LOGGED_EVENTS - before));
     this.notify(run);
   }
 
   private notify(run: LiveRun): void {
     for (const wake of [...run.listeners]) wake();
-  }
-
-  private save(run: LiveRun): Promise<void> {
-    return this.remember(run.userHash, run.builder.response);
-  }
-
-  private async loggedEvents(userHash: string, id: string): Promise<StreamEvent[]> {
-    if (!ID.test(id)) return [];
-    try {
-      const text = await fs.readFile(path.join(this.dirOf(userHash), `${id}.events.jsonl`), "utf8");
-      return text
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as StreamEvent);
-    } catch {
-      return [];
-    }
-  }
-
-  private dirOf(userHash: string): string {
-    return path.join(this.stateDirOf(userHash), "responses");
   }
 }

@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import Docker from "dockerode";
+import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { userHash } from "../../src/workspace/user-space.js";
 import { startOpencodeServer, type OpencodeServer } from "../fixtures/opencode-server.js";
@@ -35,6 +36,7 @@ afterAll(async () => {
 });
 
 const chat = (url: string, user: string, content: string, chatId: string = randomUUID()) => gatewayChat(url, GATEWAY_KEY, user, content, chatId);
+const sdkOf = (url: string, user: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: GATEWAY_KEY, defaultHeaders: { "X-OpenWebUI-User-Id": user }, maxRetries: 0 });
 const sessionsOfIn = async (db: TestDatabase, user: string, chatKey: string) =>
   (await db.query<{ session_id: string }>("SELECT session_id FROM chat_sessions WHERE user_hash = $1 AND chat_key = $2", [userHash(user), chatKey])).rows;
 
@@ -133,6 +135,49 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     expect([first, second, third].map(text)).toEqual(["turns=1", "turns=2", "turns=3"]);
   }, 120_000);
 
+  it("retrieves a background response started on one replica from another, and follows its events live", async () => {
+    const user = `hana-${randomUUID().slice(0, 8)}`;
+    const [one, two] = replicas.map((r) => sdkOf(r.url, user)) as [OpenAI, OpenAI];
+    const started = await one.responses.create({ model: "open-persona/build", input: say.slow(20, 150), background: true });
+    expect(started.status).toBe("in_progress");
+    // The other replica knows it while it runs, and streams it from sequence number 1 on, as it comes.
+    expect((await two.responses.retrieve(started.id)).status).toBe("in_progress");
+    const seen: number[] = [];
+    const statusAtFirstDelta: string[] = [];
+    let text = "";
+    for await (const e of await two.responses.retrieve(started.id, { stream: true, starting_after: 1 })) {
+      seen.push(e.sequence_number);
+      if (e.type === "response.output_text.delta") {
+        if (!text) statusAtFirstDelta.push(String((await one.responses.retrieve(started.id)).status));
+        text += e.delta;
+      }
+    }
+    expect(statusAtFirstDelta).toEqual(["in_progress"]);
+    expect(seen).toEqual(seen.map((_, i) => i + 2));
+    expect(text).toBe("tok ".repeat(20));
+    const [fromOne, fromTwo] = await Promise.all([one.responses.retrieve(started.id), two.responses.retrieve(started.id)]);
+    expect(fromTwo.status).toBe("completed");
+    expect(fromTwo).toEqual(fromOne);
+    // Another user asking either replica: unknown.
+    const stranger = sdkOf(replicas[1]!.url, `ivan-${randomUUID().slice(0, 8)}`);
+    expect(await stranger.responses.retrieve(started.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError);
+  }, 120_000);
+
+  it("cancels a background response from the replica that does not run it", async () => {
+    const user = `jade-${randomUUID().slice(0, 8)}`;
+    const [one, two] = replicas.map((r) => sdkOf(r.url, user)) as [OpenAI, OpenAI];
+    const started = await one.responses.create({ model: "open-persona/build", input: say.slow(200, 100), background: true });
+    await new Promise((r) => setTimeout(r, 1500));
+    const asked = Date.now();
+    const cancelled = await two.responses.cancel(started.id);
+    expect(cancelled.status).toBe("cancelled");
+    expect(Date.now() - asked).toBeLessThan(10_000);
+    expect((await one.responses.retrieve(started.id)).status).toBe("cancelled");
+    const text = cancelled.output.flatMap((i) => (i.type === "message" ? i.content.map((c) => (c.type === "output_text" ? c.text : "")) : [])).join("");
+    expect(text.length).toBeGreaterThan(0);
+    expect(text.length).toBeLessThan("tok ".repeat(200).length);
+  }, 120_000);
+
   it("answers 503 database_unavailable while the database refuses connections, and goes on where it was after", async () => {
     const user = `gina-${randomUUID().slice(0, 8)}`;
     const chatId = randomUUID();
@@ -164,6 +209,9 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     const reader = res.body!.getReader();
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toContain("data:");
+    // And a background response it runs.
+    const orphan = await sdkOf(victim.url, user).responses.create({ model: "open-persona/build", input: say.slow(200, 100), background: true });
+    const following = sdkOf(survivor.url, user).responses.retrieve(orphan.id, { stream: true });
     await victim.stop("SIGKILL");
     // Its client sees the stream end or break at once (never a hang).
     const ended = (async () => {
@@ -180,6 +228,14 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     const all = await Promise.all(Array.from({ length: CAP }, () => chat(survivor.url, user, say.text("free"), randomUUID())));
     expect(all.map((t) => t.status)).toEqual(Array(CAP).fill(200));
     expect(survivor.logs.some((l) => /orphaned run/.test(l))).toBe(true);
+    // The background response died with its replica: said so at once, on the survivor, to a follower too.
+    const after = await sdkOf(survivor.url, user).responses.retrieve(orphan.id);
+    expect(after.status).toBe("failed");
+    expect(after.error?.code).toBe("sidecar_restarted");
+    const types: string[] = [];
+    for await (const e of await following) types.push(e.type);
+    expect(types[0]).toBe("response.created");
+    expect(types.at(-1)).toBe("response.failed");
   }, 120_000);
 });
 
