@@ -14,8 +14,7 @@ import path from "node:path";
 import express from "express";
 import { pino } from "pino";
 import { ArtifactService } from "../src/artifacts/artifact-service.js";
-import { ArtifactStore } from "../src/artifacts/artifact-store.js";
-import { ArtifactSigner } from "../src/artifacts/artifact-token.js";
+import { FileArtifactStore } from "../src/artifacts/artifact-store.js";
 import { errorHandler } from "../src/http/middleware.js";
 import { serveArtifact } from "../src/http/artifacts.js";
 import { SyncFilter } from "../src/sync/sync-filter.js";
@@ -51,8 +50,8 @@ const silent = pino({ level: "silent" });
 function service(stateRoot: string): ArtifactService {
   return new ArtifactService({
     filter: new SyncFilter({ maxBytes: 10 * 1024 * 1024, allowHtml: true }),
-    store: new ArtifactStore(stateRoot),
-    signer: new ArtifactSigner("bench-key-".repeat(4)),
+    store: new FileArtifactStore(stateRoot),
+    signingKey: async () => "bench-key-".repeat(4),
     maxBytes: 10 * 1024 * 1024,
     maxPerTurn: 8,
     ttlS: 3600,

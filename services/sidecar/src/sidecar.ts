@@ -2,7 +2,6 @@
  * The composition root: builds every part from the configuration and wires them together.
  * `main.ts` runs it; tests build the very same thing around a captured logger.
  */
-import path from "node:path";
 import type { Express } from "express";
 import { createApp } from "./app.js";
 import { Authenticator } from "./auth/identity.js";
@@ -25,9 +24,10 @@ import { PgPresence } from "./db/pg-presence.js";
 import { PgResponseStore } from "./db/pg-response-store.js";
 import { userSpace } from "./workspace/user-space.js";
 import { ArtifactService } from "./artifacts/artifact-service.js";
-import { ArtifactStore } from "./artifacts/artifact-store.js";
-import { ArtifactSigner } from "./artifacts/artifact-token.js";
-import { persistentSecret } from "./config/persistent-secret.js";
+import { FileArtifactStore } from "./artifacts/artifact-store.js";
+import { FileSecrets } from "./config/persistent-secret.js";
+import { PgArtifactStore } from "./db/pg-artifact-store.js";
+import { PgSecrets } from "./db/pg-secrets.js";
 import { Database } from "./db/database.js";
 import { PgChatSessions, PgTurnLocks, PgUserSlots } from "./db/pg-chat-state.js";
 import { PgResponseIndex } from "./db/pg-response-index.js";
@@ -54,7 +54,9 @@ export interface Sidecar {
 
 export function buildSidecar(config: Config, log: Logger): Sidecar {
   const db = config.database ? new Database({ ...config.database, log: log.child({ component: "db" }) }) : undefined;
-  const runner = createRunner(config, log, db && { userLocks: new PgTurnLocks(db, log.child({ component: "db" }), "runner"), use: new PgRunnerUse(db, log.child({ component: "db" })) });
+  // Secrets the sidecar makes itself: one STATE_ROOT's, or, with replicas, the database's.
+  const secrets = db ? new PgSecrets(db) : new FileSecrets(config.stateRoot);
+  const runner = createRunner(config, log, db && { userLocks: new PgTurnLocks(db, log.child({ component: "db" }), "runner"), use: new PgRunnerUse(db, log.child({ component: "db" })), secrets });
   const sync = config.sync
     ? new SyncService({
         client: new OpenWebUIClient({ baseUrl: config.sync.openwebuiUrl, apiKey: config.sync.apiKey }),
@@ -74,8 +76,8 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     ? new ArtifactService({
         // The workspace rules of the sync (secrets, ignored paths…), whatever its own settings.
         filter: new SyncFilter({ maxBytes: config.artifacts.maxBytes, allowHtml: true }),
-        store: new ArtifactStore(config.stateRoot),
-        signer: new ArtifactSigner(config.artifacts.signingKey ?? persistentSecret(path.join(config.stateRoot, "artifact-key"))),
+        store: db ? new PgArtifactStore(db) : new FileArtifactStore(config.stateRoot),
+        signingKey: async () => config.artifacts!.signingKey ?? (await secrets.get("artifact-key")),
         maxBytes: config.artifacts.maxBytes,
         maxPerTurn: config.artifacts.maxPerTurn,
         ttlS: config.artifacts.urlTtlS,

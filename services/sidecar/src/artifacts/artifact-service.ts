@@ -16,7 +16,7 @@ import type { UserSpace } from "../workspace/user-space.js";
 import { changedViewables } from "./artifact-finder.js";
 import { viewableType, type ArtifactKind } from "./artifact-kinds.js";
 import type { ArtifactStore } from "./artifact-store.js";
-import type { ArtifactSigner } from "./artifact-token.js";
+import { ArtifactSigner } from "./artifact-token.js";
 
 export interface Artifact {
   /** The file's name (what a download is called); `path` is where it is in the workspace. */
@@ -39,7 +39,8 @@ export interface TurnArtifacts {
 export interface ArtifactServiceOptions {
   filter: SyncFilter;
   store: ArtifactStore;
-  signer: ArtifactSigner;
+  /** ARTIFACT_SIGNING_KEY, or one the sidecar made (under STATE_ROOT, or shared in the database). */
+  signingKey: () => Promise<string>;
   /** ARTIFACTS_MAX_BYTES: larger files are not shown. */
   maxBytes: number;
   /** ARTIFACTS_MAX_PER_TURN. */
@@ -53,7 +54,7 @@ export interface ArtifactServiceOptions {
 
 /** What a valid link serves. */
 export interface OpenedArtifact {
-  file: string;
+  bytes: Buffer;
   name: string;
   contentType: string;
   /** Seconds until the link expires (how long a browser may cache it). */
@@ -64,6 +65,7 @@ const PRUNE_EVERY_MS = 6 * 3_600_000;
 
 export class ArtifactService {
   private pruner?: NodeJS.Timeout;
+  private signing?: Promise<ArtifactSigner>;
 
   constructor(private readonly opts: ArtifactServiceOptions) {}
 
@@ -85,7 +87,7 @@ export class ArtifactService {
       const sha256 = createHash("sha256").update(file.bytes).digest("hex");
       await this.opts.store.put(space.hash, sha256, file.bytes);
       const expiresAt = Math.floor(Date.now() / 1000) + this.opts.ttlS;
-      const token = this.opts.signer.sign({ user: space.hash, path: rel, sha256, contentType: type.contentType, expiresAt });
+      const token = (await this.signer()).sign({ user: space.hash, path: rel, sha256, contentType: type.contentType, expiresAt });
       items.push({ name: path.posix.basename(rel), path: rel, ...type, size: file.size, sha256, token });
     }
     const more = changed.length - next;
@@ -95,14 +97,27 @@ export class ArtifactService {
 
   /** The version a link names; 404 for anything not signed by us (or renamed), 410 once expired. */
   async open(token: string, name: string): Promise<OpenedArtifact> {
-    const verified = this.opts.signer.verify(token);
+    const verified = (await this.signer()).verify(token);
     if (!verified.ok && verified.why === "expired") throw new GoneError("This artifact link has expired", "artifact_expired");
     const notFound = new NotFoundError("No such artifact", "artifact_not_found");
     if (!verified.ok) throw notFound;
     const { claim } = verified;
     if (path.posix.basename(claim.path) !== name) throw notFound;
-    const file = this.opts.store.file(claim.user, claim.sha256);
-    return { file, name, contentType: claim.contentType, maxAgeS: Math.max(0, claim.expiresAt - Math.floor(Date.now() / 1000)) };
+    const bytes = await this.opts.store.get(claim.user, claim.sha256);
+    if (!bytes) throw new NotFoundError("This artifact is no longer stored", "artifact_not_found");
+    return { bytes, name, contentType: claim.contentType, maxAgeS: Math.max(0, claim.expiresAt - Math.floor(Date.now() / 1000)) };
+  }
+
+  /** The signer, made once its key is known (a key that could not be had is asked for again). */
+  private signer(): Promise<ArtifactSigner> {
+    this.signing ??= this.opts.signingKey().then(
+      (key) => new ArtifactSigner(key),
+      (e: unknown) => {
+        this.signing = undefined;
+        throw e;
+      },
+    );
+    return this.signing;
   }
 
   /** Prunes versions no link can reach any more, now and every few hours. */

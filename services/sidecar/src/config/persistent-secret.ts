@@ -7,6 +7,22 @@ import fs from "node:fs";
 import path from "node:path";
 
 /**
+ * Where the sidecar's own secrets come from: one STATE_ROOT (FileSecrets) or, for replicas
+ * that share no STATE_ROOT, the database (db/pg-secrets.ts). Whoever asks first makes it.
+ */
+export interface SecretSource {
+  get(name: string): Promise<string>;
+}
+
+export class FileSecrets implements SecretSource {
+  constructor(private readonly stateRoot: string) {}
+
+  async get(name: string): Promise<string> {
+    return persistentSecret(path.join(this.stateRoot, name));
+  }
+}
+
+/**
  * A secret generated once and kept under STATE_ROOT, so restarts derive the same passwords.
  *
  * Several sidecars may boot at once on one STATE_ROOT (compose scaling, a restart overlapping

@@ -5,10 +5,8 @@
  * sandbox (an opaque origin, so never Open WebUI's nor the sidecar's), and no Referer that
  * would carry the token to whatever the page links to.
  */
-import fs from "node:fs/promises";
 import type { Request, Response } from "express";
 import type { ArtifactService } from "../artifacts/artifact-service.js";
-import { NotFoundError } from "../errors/api-error.js";
 
 /** How browsers reach the sidecar: PUBLIC_BASE_URL when set, else the origin the request used. */
 export function linkBase(req: Request, publicBaseUrl: string | undefined): string {
@@ -33,7 +31,6 @@ const REPORT_HEIGHT = Buffer.from(
 export function serveArtifact(artifacts: ArtifactService) {
   return async (req: Request, res: Response): Promise<void> => {
     const opened = await artifacts.open(String(req.params.token), String(req.params.name));
-    if (!(await fs.stat(opened.file).catch(() => undefined))) throw new NotFoundError("This artifact is no longer stored", "artifact_not_found");
     const active = opened.contentType.startsWith("text/html") || opened.contentType === "image/svg+xml";
     res.set({
       "Content-Type": opened.contentType,
@@ -46,9 +43,9 @@ export function serveArtifact(artifacts: ArtifactService) {
       ...(active ? { "Content-Security-Policy": "sandbox allow-scripts" } : opened.contentType.startsWith("image/") ? { "Content-Security-Policy": "sandbox" } : {}),
     });
     if (req.query.embed === "1" && opened.contentType.startsWith("text/html")) {
-      res.send(Buffer.concat([await fs.readFile(opened.file), REPORT_HEIGHT]));
+      res.send(Buffer.concat([opened.bytes, REPORT_HEIGHT]));
       return;
     }
-    await new Promise<void>((resolve, reject) => res.sendFile(opened.file, { lastModified: false, etag: false }, (e) => (e && !res.headersSent ? reject(e) : resolve())));
+    res.send(opened.bytes);
   };
 }

@@ -102,7 +102,8 @@ export interface DockerRunnerOptions {
   pidsLimit?: number;
   /** 0 = never stop idle runners. */
   idleTimeoutMs: number;
-  secret: string;
+  /** Derives runners' passwords: the same for every replica and restart (read at start). */
+  secret: string | (() => Promise<string>);
   runnerEnv: Record<string, string>;
   startTimeoutMs: number;
   log: Logger;
@@ -135,6 +136,7 @@ export class DockerRunner implements Runner {
   private reaper?: NodeJS.Timeout;
   private selfId?: Promise<string | undefined>;
   private stopped = false;
+  private secret?: string;
   readonly networks: RunnerNetworks;
 
   constructor(private readonly opts: DockerRunnerOptions) {
@@ -157,6 +159,8 @@ export class DockerRunner implements Runner {
    */
   async start(): Promise<void> {
     try {
+      const { secret } = this.opts;
+      this.secret = typeof secret === "string" ? secret : await secret();
       await this.checkRuntime();
       await this.networks.prune((hash) => this.containerExists(hash), NETWORK_PRUNE_AGE_MS);
       const running = await this.opts.docker.listContainers({ filters: { label: [`${LABEL_MANAGED}=true`], status: ["running"] } });
@@ -585,7 +589,8 @@ export class DockerRunner implements Runner {
   }
 
   private password(hash: string): string {
-    return createHmac("sha256", this.opts.secret).update(`opencode-server-password:${hash}`).digest("base64url");
+    if (!this.secret) throw new Error("the docker runner is not started");
+    return createHmac("sha256", this.secret).update(`opencode-server-password:${hash}`).digest("base64url");
   }
 
   private async tail(containerId: string): Promise<string> {

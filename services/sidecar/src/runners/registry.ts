@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import Docker from "dockerode";
 import { ConfigError, type Config } from "../config/config.js";
-import { persistentSecret } from "../config/persistent-secret.js";
+import { FileSecrets, type SecretSource } from "../config/persistent-secret.js";
 import type { Logger } from "../log/logger.js";
 import { DockerRunner } from "./docker-runner.js";
 import { LocalRunner } from "./local-runner.js";
@@ -13,10 +13,11 @@ import type { Runner, RunnerUse } from "./runner.js";
 import type { TurnLocks } from "../sessions/chat-sessions.js";
 import { SharedRunner } from "./shared-runner.js";
 
-/** What replicas sharing a database share about runners: their start locks and their uses. */
+/** What replicas sharing a database share about runners: their start locks, their uses, the runner secret. */
 export interface SharedRunnerState {
   userLocks: TurnLocks;
   use: RunnerUse;
+  secrets: SecretSource;
 }
 
 export function createRunner(config: Config, log: Logger, shared?: SharedRunnerState): Runner {
@@ -59,7 +60,7 @@ export function createRunner(config: Config, log: Logger, shared?: SharedRunnerS
         nanoCpus: d.nanoCpus,
         pidsLimit: d.pidsLimit,
         idleTimeoutMs: d.idleTimeoutMs,
-        secret: d.secret ?? persistentSecret(path.join(config.stateRoot, "runner-secret")),
+        secret: d.secret ?? (() => (shared?.secrets ?? new FileSecrets(config.stateRoot)).get("runner-secret")),
         runnerEnv: config.runnerEnv,
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,

@@ -178,6 +178,20 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     expect(text.length).toBeLessThan("tok ".repeat(200).length);
   }, 120_000);
 
+  it("serves an artifact link made on one replica from the other (versions and signing key in the database)", async () => {
+    const user = `kim-${randomUUID().slice(0, 8)}`;
+    const page = `<h1>made on replica 0 ${randomUUID()}</h1>`;
+    const turn = await chat(replicas[0]!.url, user, say.write("page.html", page));
+    expect(turn.status).toBe(200);
+    const link = JSON.stringify(turn).match(/\/v1\/artifacts\/[A-Za-z0-9_.-]+\/page\.html/)?.[0];
+    expect(link).toBeDefined();
+    // Each replica has its own STATE_ROOT: only the database can have the version and the key.
+    const res = await fetch(`${replicas[1]!.url}${link}`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(await res.text()).toBe(page);
+  }, 120_000);
+
   it("answers 503 database_unavailable while the database refuses connections, and goes on where it was after", async () => {
     const user = `gina-${randomUUID().slice(0, 8)}`;
     const chatId = randomUUID();
@@ -250,15 +264,14 @@ describe("replicas sharing PostgreSQL, docker mode", () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    // One RUNNER_SECRET for all: a runner's password must be the same whichever replica made it.
-    const secret = randomUUID();
+    // No RUNNER_SECRET: the replicas share the one the first of them made in the database (a
+    // runner's password must be the same whichever replica made it).
     ({ replicas, proxy } = await startReplicas("docker", db, {
       RUNNER_NETWORK: network,
       RUNNER_MEMORY: "768m",
       RUNNER_CPUS: "1",
       // Short, so that a reaper round falls between one replica's turns within the test.
       RUNNER_IDLE_TIMEOUT: String(IDLE_S),
-      RUNNER_SECRET: secret,
       OPENCODE_CONFIG_CONTENT: JSON.stringify(scriptedOpencodeConfig(`http://host.docker.internal:${model.port}/v1`)),
       OPENCODE_DISABLE_MODELS_FETCH: "1",
     }));

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { artifactUrl, linksMarkdown, openWebUIArtifacts } from "../../src/artifacts/artifact-links.js";
 import { viewableType } from "../../src/artifacts/artifact-kinds.js";
 import { ArtifactService, type Artifact } from "../../src/artifacts/artifact-service.js";
-import { ArtifactStore } from "../../src/artifacts/artifact-store.js";
+import { FileArtifactStore } from "../../src/artifacts/artifact-store.js";
 import { ArtifactSigner, type ArtifactClaim } from "../../src/artifacts/artifact-token.js";
 import { GoneError, NotFoundError } from "../../src/errors/api-error.js";
 import { SyncFilter } from "../../src/sync/sync-filter.js";
@@ -143,11 +143,11 @@ describe("ArtifactService", () => {
     const stateRoot = path.join(root, "state");
     const space = userSpace(path.join(root, "ws"), stateRoot, "0123456789abcdef");
     fs.mkdirSync(space.workspaceDir, { recursive: true });
-    const store = new ArtifactStore(stateRoot);
+    const store = new FileArtifactStore(stateRoot);
     const service = new ArtifactService({
       filter: new SyncFilter({ maxBytes: 1000, allowHtml: true }),
       store,
-      signer: new ArtifactSigner(KEY),
+      signingKey: async () => KEY,
       maxBytes: 1000,
       maxPerTurn,
       ttlS: 60,
@@ -183,7 +183,8 @@ describe("ArtifactService", () => {
     expect(a!.sha256).toBe(createHash("sha256").update("<p>a</p>").digest("hex"));
     expect(fs.readFileSync(store.file(space.hash, a!.sha256), "utf8")).toBe("<p>a</p>");
     const opened = await service.open(a!.token, "a.html");
-    expect(opened).toMatchObject({ name: "a.html", contentType: "text/html; charset=utf-8", file: store.file(space.hash, a!.sha256) });
+    expect(opened).toMatchObject({ name: "a.html", contentType: "text/html; charset=utf-8" });
+    expect(opened.bytes.toString()).toBe("<p>a</p>");
     expect(opened.maxAgeS).toBeGreaterThan(50);
     await expect(service.open(a!.token, "b.svg")).rejects.toBeInstanceOf(NotFoundError);
   });
@@ -215,5 +216,7 @@ describe("ArtifactService", () => {
     expect(await store.prune(60_000)).toBe(0);
     expect(await store.prune(60_000, Date.now() + 120_000)).toBe(1);
     expect(fs.readdirSync(path.join(stateRoot, "users", space.hash, "artifacts"))).toEqual([]);
+    // A live link to a pruned version: gone from the store, a 404.
+    await expect(service.open(a!.token, "a.html")).rejects.toMatchObject({ code: "artifact_not_found" });
   });
 });
