@@ -36,6 +36,8 @@ interface LockedTurn {
   body: PromptBody;
   /** Frees the user's concurrency slot and the runner's in-use mark. */
   release: () => void;
+  /** Aborts if the user's slot is lost with its database connection (replicas). */
+  slotLost?: AbortSignal;
 }
 
 export interface ChatServiceDeps {
@@ -79,8 +81,8 @@ export class ChatService {
   }
 
   async prepare(req: TurnInput): Promise<PreparedTurn> {
-    const release = await this.slots.tryAcquire(req.identity.userHash);
-    if (!release) {
+    const slot = await this.slots.tryAcquire(req.identity.userHash);
+    if (!slot) {
       throw new RateLimitError(`Too many concurrent chats for this user (max ${this.deps.maxConcurrentRunsPerUser})`, "concurrency_limit");
     }
     const space = this.space(req.identity);
@@ -88,7 +90,7 @@ export class ChatService {
     const inUse = this.deps.runner.use(space);
     const releaseAll = () => {
       inUse();
-      release();
+      void slot();
     };
     try {
       await this.ensureSpace(space);
@@ -108,7 +110,7 @@ export class ChatService {
       // A client resent history we have no session for (e.g. state was reset): seed it.
       if (created && req.earlier.length) await this.seed(ep, sessionId, req.earlier);
 
-      const turn: LockedTurn = { ep, space, req, sessionId, body, release: releaseAll };
+      const turn: LockedTurn = { ep, space, req, sessionId, body, release: releaseAll, slotLost: slot.lost };
       return { sessionId, run: (signal) => this.runLocked(turn, signal) };
     } catch (e) {
       releaseAll();
@@ -154,7 +156,8 @@ export class ChatService {
     try {
       await stopOrphanedRun(ep, sessionId, req.log);
       try {
-        yield* this.withArtifacts(runPrompt(ep, sessionId, body, signal, req.log, this.deps.limits), space, startedAt, req.log);
+        const held = whileHeld(signal, [turn.slotLost, unlock.lost]);
+        yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), space, startedAt, req.log);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
@@ -164,12 +167,13 @@ export class ChatService {
           return s.id;
         });
         req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
-        unlock();
+        void unlock();
         unlock = await this.sessionLocks.acquire(fresh);
-        yield* this.withArtifacts(runPrompt(ep, fresh, body, signal, req.log, this.deps.limits), space, startedAt, req.log);
+        const held = whileHeld(signal, [turn.slotLost, unlock.lost]);
+        yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), space, startedAt, req.log);
       }
     } finally {
-      unlock();
+      void unlock();
       release();
       this.deps.events.emit("turn.ended", { identity: req.identity, space });
     }
@@ -230,6 +234,23 @@ async function stopOrphanedRun(ep: RunnerEndpoint, sessionId: string, log: Logge
 }
 
 /** Why a request stopped being wanted, as the error that ends its preparation. */
+/**
+ * `signal`, also aborted when a lock or slot the turn holds is lost with its database
+ * connection: the turn stops (a 503 its client sees) rather than run beside another replica's.
+ */
+function whileHeld(signal: AbortSignal, holds: Array<AbortSignal | undefined>): AbortSignal {
+  const lost = holds.filter((s): s is AbortSignal => !!s);
+  if (!lost.length) return signal;
+  const ctl = new AbortController();
+  const stop = () =>
+    ctl.abort(new TurnStop("The sidecar lost its database connection during this turn and stopped it, so that the chat never runs twice at once; send it again", "database_unavailable", 5));
+  for (const s of lost) {
+    if (s.aborted) stop();
+    else s.addEventListener("abort", stop, { once: true });
+  }
+  return AbortSignal.any([signal, ctl.signal]);
+}
+
 function unwanted(signal: AbortSignal): ApiError {
   return signal.reason instanceof TurnStop ? turnError(signal.reason) : new ClientClosedError();
 }

@@ -109,8 +109,11 @@ export class PgTurnLocks implements TurnLocks {
         throw unavailable(e) ? new DatabaseUnavailableError(e) : e;
       }
       let released: Promise<void> | undefined;
-      return () =>
-        (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", [lockKey], this.log).finally(unlockLocal));
+      const lost = watchLoss(client);
+      return Object.assign(
+        () => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", [lockKey], this.log, lost.stop).finally(unlockLocal)),
+        { lost: lost.signal },
+      );
     } catch (e) {
       unlockLocal();
       throw e;
@@ -134,7 +137,8 @@ export class PgUserSlots implements UserSlots {
         const got = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtext($1), $2) AS ok", args);
         if (!got.rows[0]!.ok) continue;
         let released: Promise<void> | undefined;
-        return () => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtext($1), $2)", args, this.log));
+        const lost = watchLoss(client);
+        return Object.assign(() => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtext($1), $2)", args, this.log, lost.stop)), { lost: lost.signal });
       }
       client.release();
       return undefined;
@@ -145,8 +149,24 @@ export class PgUserSlots implements UserSlots {
   }
 }
 
+/** Aborts `signal` if the connection holding a lock dies (the lock went with it). */
+function watchLoss(client: pg.PoolClient): { signal: AbortSignal; stop: () => void } {
+  const ctl = new AbortController();
+  const onLoss = () => ctl.abort(new Error("the database connection holding this lock was lost"));
+  client.on("error", onLoss);
+  client.on("end", onLoss);
+  return {
+    signal: ctl.signal,
+    stop: () => {
+      client.off("error", onLoss);
+      client.off("end", onLoss);
+    },
+  };
+}
+
 /** Unlocks and gives the connection back; a connection that cannot unlock is closed (which unlocks). */
-function releaseLock(client: pg.PoolClient, sql: string, args: unknown[], log: Logger): Promise<void> {
+function releaseLock(client: pg.PoolClient, sql: string, args: unknown[], log: Logger, unwatch: () => void): Promise<void> {
+  unwatch();
   return client.query(sql, args).then(
     () => client.release(),
     (e: Error) => {

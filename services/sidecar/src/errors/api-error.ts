@@ -109,6 +109,7 @@ export function turnError(failure: { message: string; code: string; retryAfterS?
       err = new AgentTimeoutError(failure.message, failure.code);
       break;
     case "shutting_down":
+    case "database_unavailable":
       err = new RunnerUnavailableError(failure.message, failure.code);
       break;
     default:

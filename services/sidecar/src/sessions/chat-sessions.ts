@@ -21,8 +21,12 @@ export interface ChatSessions {
   replace(space: UserSpace, chatKey: string, staleId: string, create: () => Promise<string>): Promise<string>;
 }
 
-/** Gives a lock or slot back (idempotent); settles once others can take it. */
-export type Release = () => Promise<void>;
+/**
+ * Gives a lock or slot back (idempotent); settles once others can take it. `lost` aborts if
+ * the hold ends without it (its database connection died, taking the lock along): the turn
+ * must stop, or another replica could run the same chat at once.
+ */
+export type Release = (() => Promise<void>) & { readonly lost?: AbortSignal };
 
 export interface TurnLocks {
   /** Waits for the session's lock. */

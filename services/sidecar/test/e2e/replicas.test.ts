@@ -210,6 +210,38 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
     expect((await chat(proxy.url, user, say.countTurns(), chatId)).text).toBe("turns=2");
   }, 120_000);
 
+  it("stops a turn whose lock connection is lost (the lock went with it): its client gets a 503 error at once, and the chat goes on", async () => {
+    const user = `lena-${randomUUID().slice(0, 8)}`;
+    const chatId = randomUUID();
+    const res = await fetch(`${replicas[0]!.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${GATEWAY_KEY}`, "Content-Type": "application/json", "X-OpenWebUI-User-Id": user, "X-OpenWebUI-Chat-Id": chatId },
+      body: JSON.stringify({ model: "open-persona/build", stream: true, messages: [{ role: "user", content: say.slow(200, 100) }] }),
+    });
+    const reader = res.body!.getReader();
+    let body = "";
+    // The model is streaming: the turn holds its lock.
+    while (!body.includes("tok")) body += new TextDecoder().decode((await reader.read()).value);
+    // The connection holding the session's turn lock dies (as when PostgreSQL restarts or a proxy cuts it).
+    const killed = await db.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+       AND query LIKE 'SELECT pg_try_advisory_lock(hashtextextended%' AND pg_terminate_backend(pid)`,
+    );
+    expect(killed.rows).toHaveLength(1);
+    const cut = Date.now();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      body += new TextDecoder().decode(value);
+    }
+    expect(Date.now() - cut).toBeLessThan(5000);
+    expect(body).toMatch(/lost its database connection/);
+    expect(body).toMatch(/database_unavailable/);
+    expect(body).not.toContain("tok ".repeat(200));
+    // Nothing stays taken: the chat goes on in its session.
+    expect((await chat(proxy.url, user, say.countTurns(), chatId)).text).toBe("turns=2");
+  }, 120_000);
+
   it("survives a replica killed mid-turn: the next request succeeds on another, with no lock or slot left taken", async () => {
     const user = `dave-${randomUUID().slice(0, 8)}`;
     const chatId = randomUUID();
