@@ -11,7 +11,7 @@ import type { Identity } from "../auth/identity.js";
 import type { Logger } from "../log/logger.js";
 import { SessionNotFoundError, type PromptBody, type PermissionRule } from "../opencode/client.js";
 import type { Runner, RunnerEndpoint } from "../runners/runner.js";
-import { LocalTurnLocks, LocalUserSlots, type ChatSessions, type TurnLocks, type UserSlots } from "../sessions/chat-sessions.js";
+import { LocalTurnLocks, LocalUserSlots, type ChatSessions, type Release, type TurnLocks, type UserSlots } from "../sessions/chat-sessions.js";
 import { ensureUserSpace, userSpace, type UserSpace } from "../workspace/user-space.js";
 import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
 import type { TurnEvents } from "./turn-events.js";
@@ -36,8 +36,8 @@ interface LockedTurn {
   body: PromptBody;
   /** Frees the user's concurrency slot and the runner's in-use mark. */
   release: () => void;
-  /** Aborts if the user's slot is lost with its database connection (replicas). */
-  slotLost?: AbortSignal;
+  /** The user's slot (its lock is taken beside it; `lost` if its database connection dies). */
+  slot: Release;
 }
 
 export interface ChatServiceDeps {
@@ -110,7 +110,7 @@ export class ChatService {
       // A client resent history we have no session for (e.g. state was reset): seed it.
       if (created && req.earlier.length) await this.seed(ep, sessionId, req.earlier);
 
-      const turn: LockedTurn = { ep, space, req, sessionId, body, release: releaseAll, slotLost: slot.lost };
+      const turn: LockedTurn = { ep, space, req, sessionId, body, release: releaseAll, slot };
       return { sessionId, run: (signal) => this.runLocked(turn, signal) };
     } catch (e) {
       releaseAll();
@@ -150,13 +150,13 @@ export class ChatService {
   /** Runs a chat turn holding its session's lock; recreates the session once if opencode lost it. */
   private async *runLocked(turn: LockedTurn, signal: AbortSignal): AsyncGenerator<TurnOutput> {
     const { ep, space, req, sessionId, body, release } = turn;
-    let unlock = await this.sessionLocks.acquire(sessionId);
+    let unlock = await this.sessionLocks.acquire(sessionId, turn.slot);
     // Files changed from here on are this turn's (the lock keeps the chat's other turns out).
     const startedAt = Date.now();
     try {
       await stopOrphanedRun(ep, sessionId, req.log);
       try {
-        const held = whileHeld(signal, [turn.slotLost, unlock.lost]);
+        const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
         yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), space, startedAt, req.log);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
@@ -168,8 +168,8 @@ export class ChatService {
         });
         req.log.warn({ staleSessionId: sessionId, sessionId: fresh }, "opencode session was lost; recreated");
         void unlock();
-        unlock = await this.sessionLocks.acquire(fresh);
-        const held = whileHeld(signal, [turn.slotLost, unlock.lost]);
+        unlock = await this.sessionLocks.acquire(fresh, turn.slot);
+        const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
         yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), space, startedAt, req.log);
       }
     } finally {

@@ -25,7 +25,7 @@ export class DatabaseUnavailableError extends ApiError {
 
 export interface DatabaseOptions {
   url: string;
-  /** Connections this process may hold (a running turn holds two: its user slot and its session lock). */
+  /** Connections this process may hold (a running turn holds one, for its user slot and session lock; one more is the replica's presence). */
   poolMax: number;
   log: Logger;
 }

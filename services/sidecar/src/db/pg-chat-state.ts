@@ -78,6 +78,9 @@ export class PgChatSessions implements ChatSessions {
   }
 }
 
+/** A user slot's connection: the turn's session lock is taken on it too. */
+const connectionOf = new WeakMap<Release, pg.PoolClient>();
+
 /** How often a turn waiting for a session another replica is running asks again. */
 const LOCK_POLL_MS = 100;
 
@@ -95,23 +98,26 @@ export class PgTurnLocks implements TurnLocks {
     private readonly purpose = "turn",
   ) {}
 
-  async acquire(id: string): Promise<Release> {
+  async acquire(id: string, within?: Release): Promise<Release> {
     const unlockLocal = await this.local.acquire(id);
     try {
-      const client = await this.db.connect();
+      // On the turn's slot connection when it has one: a turn then holds one connection, not two.
+      const shared = within && connectionOf.get(within);
+      const client = shared ?? (await this.db.connect());
       const lockKey = key(this.purpose, id);
       try {
         while (!(await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS ok", [lockKey])).rows[0]!.ok) {
           await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
         }
       } catch (e) {
-        client.release(e as Error);
+        if (!shared) client.release(e as Error);
         throw unavailable(e) ? new DatabaseUnavailableError(e) : e;
       }
       let released: Promise<void> | undefined;
       const lost = watchLoss(client);
+      const unlock = "SELECT pg_advisory_unlock(hashtextextended($1, 0))";
       return Object.assign(
-        () => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", [lockKey], this.log, lost.stop).finally(unlockLocal)),
+        () => (released ??= (shared ? unlockOnly(client, unlock, [lockKey], this.log, lost.stop) : releaseLock(client, unlock, [lockKey], this.log, lost.stop)).finally(unlockLocal)),
         { lost: lost.signal },
       );
     } catch (e) {
@@ -138,7 +144,9 @@ export class PgUserSlots implements UserSlots {
         if (!got.rows[0]!.ok) continue;
         let released: Promise<void> | undefined;
         const lost = watchLoss(client);
-        return Object.assign(() => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtext($1), $2)", args, this.log, lost.stop)), { lost: lost.signal });
+        const release = Object.assign(() => (released ??= releaseLock(client, "SELECT pg_advisory_unlock(hashtext($1), $2)", args, this.log, lost.stop)), { lost: lost.signal });
+        connectionOf.set(release, client);
+        return release;
       }
       client.release();
       return undefined;
@@ -147,6 +155,16 @@ export class PgUserSlots implements UserSlots {
       throw unavailable(e) ? new DatabaseUnavailableError(e) : e;
     }
   }
+}
+
+/** Unlocks on a connection another hold keeps (the slot's, which gives it back). */
+function unlockOnly(client: pg.PoolClient, sql: string, args: unknown[], log: Logger, unwatch: () => void): Promise<void> {
+  unwatch();
+  return client.query(sql, args).then(
+    () => undefined,
+    // The connection is broken, the lock with it; the slot's release closes it.
+    (e: Error) => log.warn({ err: e.message }, "could not release an advisory lock"),
+  );
 }
 
 /** Aborts `signal` if the connection holding a lock dies (the lock went with it). */

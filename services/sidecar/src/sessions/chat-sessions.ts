@@ -29,8 +29,8 @@ export interface ChatSessions {
 export type Release = (() => Promise<void>) & { readonly lost?: AbortSignal };
 
 export interface TurnLocks {
-  /** Waits for the session's lock. */
-  acquire(sessionId: string): Promise<Release>;
+  /** Waits for the session's lock; `within`: the turn's slot, whose connection a backend may share. */
+  acquire(sessionId: string, within?: Release): Promise<Release>;
 }
 
 export interface UserSlots {

@@ -87,6 +87,33 @@ export function describeChatState(name: string, backend: () => ChatStateBackend)
       expect(second).toBe(true);
     });
 
+    it("holds a session's lock taken within a slot (as a turn takes it) apart from the slot's own release", async () => {
+      const b = backend();
+      const replicas = await Promise.all([b.replica(2), b.replica(2)]);
+      const [a, other] = b.shared ? replicas : [replicas[0]!, replicas[0]!];
+      const user = space().hash;
+      const slot = (await a!.slots.tryAcquire(user))!;
+      const unlock = await a!.locks.acquire("ses_within", slot);
+      let second = false;
+      const otherSlot = (await other!.slots.tryAcquire(user))!;
+      const waiting = other!.locks.acquire("ses_within", otherSlot).then((u) => {
+        second = true;
+        return u;
+      });
+      await sleep(300);
+      expect(second).toBe(false);
+      // The lock is let go while the slot is kept: the other turn gets it, and the slot is still taken.
+      await unlock();
+      await (await waiting)();
+      expect(second).toBe(true);
+      expect(await a!.slots.tryAcquire(user)).toBeUndefined();
+      await slot();
+      await otherSlot();
+      const freed = await a!.slots.tryAcquire(user);
+      expect(freed).toBeTypeOf("function");
+      await freed!();
+    });
+
     it("caps a user's concurrent turns across replicas, and frees a slot on release", async () => {
       const b = backend();
       const replicas = await Promise.all([b.replica(2), b.replica(2)]);
