@@ -16,6 +16,8 @@ import { SessionStore } from "./sessions/session-store.js";
 import { OpenWebUIClient } from "./sync/openwebui-client.js";
 import { SyncFilter } from "./sync/sync-filter.js";
 import { SyncService } from "./sync/sync-service.js";
+import { FileSyncStore } from "./sync/file-sync-store.js";
+import { PgSyncStore } from "./db/pg-sync-store.js";
 import { TurnEvents } from "./chat/turn-events.js";
 import { ResponseIndex } from "./responses/response-index.js";
 import { BackgroundRuns } from "./responses/background-runs.js";
@@ -63,6 +65,8 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
         filter: new SyncFilter({ maxBytes: config.sync.maxBytes, allowHtml: config.sync.allowHtml }),
         workspaceRoot: config.workspaceRoot,
         stateRoot: config.stateRoot,
+        // Replicas share the outbox, manifest and KB id (each change sent once); else files.
+        store: db ? new PgSyncStore(db, log.child({ component: "sync" })) : new FileSyncStore({ stateRoot: config.stateRoot, log: log.child({ component: "sync" }) }),
         kbPrefix: config.sync.kbPrefix,
         debounceMs: config.sync.debounceMs,
         maxDelayMs: Math.max(5000, config.sync.debounceMs * 4),

@@ -7,29 +7,34 @@
  * startup. Changes go through a durable per-user outbox keyed by path, so a burst of edits
  * to one file coalesces into one upload (debounce), and failures retry with backoff until
  * Open WebUI is back. Nothing here runs on the request path: the chat only enqueues.
+ *
+ * The durable state is a SyncStore (sync-store.ts): files under STATE_ROOT, or PostgreSQL for
+ * replicas. One holder at a time works a user's outbox (a claim); with a shared store every
+ * replica also polls for due work, so whichever claims the user first sends what any replica
+ * queued, or what one that died left.
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Identity } from "../auth/identity.js";
+import type { TurnEvents } from "../chat/turn-events.js";
 import type { Logger } from "../log/logger.js";
 import type { OpencodeEvent } from "../opencode/events.js";
 import type { RunnerEndpoint } from "../runners/runner.js";
 import { readInside } from "../workspace/read-inside.js";
 import { userSpace, type UserSpace } from "../workspace/user-space.js";
 import { accessDialect, OpenWebUIError, type AccessDialect, type OpenWebUIClient } from "./openwebui-client.js";
-import type { TurnEvents } from "../chat/turn-events.js";
 import type { SyncFilter } from "./sync-filter.js";
-import { loadSyncState, saveSyncState, SYNC_STATE_FILE, type UserSyncState } from "./sync-state.js";
-
+import type { ManifestEntry } from "./sync-state.js";
+import type { OutboxEntry, SyncChange, SyncClaim, SyncOp, SyncOutcome, SyncStore, SyncUser } from "./sync-store.js";
 
 export interface SyncStatus {
   enabled: boolean;
   pending: number;
   pending_paths: string[];
   synced_files: number;
-  last_synced: UserSyncState["lastSynced"] | null;
-  last_error: UserSyncState["lastError"] | null;
+  last_synced: SyncUser["lastSynced"] | null;
+  last_error: SyncUser["lastError"] | null;
 }
 
 export interface SyncServiceOptions {
@@ -44,45 +49,65 @@ export interface SyncServiceOptions {
   maxDelayMs: number;
   maxBackoffMs: number;
   log: Logger;
+  /** The durable state: files under `stateRoot` (FileSyncStore), or PostgreSQL for replicas (db/pg-sync-store.ts). */
+  store: SyncStore;
 }
+
+/** A shared store's due work is looked for this often (the latency a change queued elsewhere may add). */
+const POLL_MS = 300;
+/** A shared store's claim holds a database connection: a few users' outboxes at a time; the poll brings the rest. */
+const MAX_SHARED_PUMPS = 8;
 
 interface UserSync {
   hash: string;
   space: UserSpace;
-  state: UserSyncState;
   timer?: NodeJS.Timeout;
+  /** When the timer fires. */
+  dueAt?: number;
   running: boolean;
   /** Paths whose skip reason was already logged. */
   skipLogged: Set<string>;
-  saving?: Promise<void>;
-  saveAgain: boolean;
 }
 
 export class SyncService {
+  private readonly store: SyncStore;
   private readonly users = new Map<string, UserSync>();
-  private readonly loading = new Map<string, Promise<UserSync>>();
+  /** Users whose state the store has (or is being given). */
+  private readonly ensured = new Map<string, Promise<void>>();
+  /** Users some of whose changes the store could not take (unreachable): reconciled again once it answers. */
+  private readonly unrecorded = new Map<string, string | undefined>();
   /** (event hub, user) pairs already watched: local mode shares one hub between users. */
   private readonly watched = new WeakMap<object, Set<string>>();
+  private readonly pumps = new Set<Promise<void>>();
   private dialect?: AccessDialect;
   private stopped = false;
+  /** Every user's pending work was resumed and reconciled (a shared store may be down at start). */
+  private resumed = false;
+  private storeDown = false;
+  private poller?: NodeJS.Timeout;
+  private ticking?: Promise<void>;
 
-  constructor(private readonly opts: SyncServiceOptions) {}
+  constructor(private readonly opts: SyncServiceOptions) {
+    this.store = opts.store;
+  }
 
   /** Resumes every user's pending work and reconciles what changed while we were down. */
   async start(): Promise<void> {
-    const usersDir = path.join(this.opts.stateRoot, "users");
-    const hashes = await fs.readdir(usersDir).catch(() => [] as string[]);
-    for (const hash of hashes) {
-      const exists = await fs.stat(path.join(usersDir, hash, SYNC_STATE_FILE)).catch(() => undefined);
-      if (!exists) continue;
-      const u = await this.user(hash);
-      if (u) void this.reconcile(u);
-    }
+    if (this.store.shared) this.poll();
+    await this.resume();
   }
 
   stop(): void {
     this.stopped = true;
+    clearTimeout(this.poller);
     for (const u of this.users.values()) clearTimeout(u.timer);
+  }
+
+  /** Waits for the changes being sent (each ends after its current file) and for the store's writes (shutdown, tests). */
+  async flush(): Promise<void> {
+    await this.ticking;
+    await Promise.all(this.pumps);
+    await this.store.flush();
   }
 
   /** Follows the turn core: a runner in use is watched, a turn's end is reconciled. */
@@ -95,92 +120,98 @@ export class SyncService {
   attach(identity: Identity, space: UserSpace, ep: RunnerEndpoint): void {
     // Only Open WebUI users have a knowledge base: direct-key and local users are not synced.
     if (identity.via !== "gateway") return;
-    void this.user(space.hash, identity.userId).then(() => {
-      let set = this.watched.get(ep.events);
-      if (!set) this.watched.set(ep.events, (set = new Set()));
-      if (set.has(space.hash)) return;
-      set.add(space.hash);
-      const root = ep.directory.replace(/\/+$/, "");
-      ep.events.watch((event: OpencodeEvent) => {
-        if (event.type !== "file.edited" && event.type !== "file.watcher.updated") return;
-        // Attribute by directory: the event's path is in the runner's view of the workspace.
-        if (!event.file.startsWith(`${root}/`)) return;
-        const rel = event.file.slice(root.length + 1);
-        const op = event.type === "file.watcher.updated" && event.event === "unlink" ? "delete" : "upsert";
-        void this.enqueue(space.hash, rel, op);
-      });
+    let set = this.watched.get(ep.events);
+    if (!set) this.watched.set(ep.events, (set = new Set()));
+    if (set.has(space.hash)) return;
+    set.add(space.hash);
+    void this.ensure(space.hash, identity.userId).catch((e) => this.unrecordable(space.hash, identity.userId, e));
+    const root = ep.directory.replace(/\/+$/, "");
+    ep.events.watch((event: OpencodeEvent) => {
+      if (event.type !== "file.edited" && event.type !== "file.watcher.updated") return;
+      // Attribute by directory: the event's path is in the runner's view of the workspace.
+      if (!event.file.startsWith(`${root}/`)) return;
+      const rel = event.file.slice(root.length + 1);
+      const op = event.type === "file.watcher.updated" && event.event === "unlink" ? "delete" : "upsert";
+      void this.enqueue(space.hash, identity.userId, rel, op);
     });
   }
 
   /** A turn ended: look for changes the events did not report. */
   turnEnded(identity: Identity, space: UserSpace): void {
     if (identity.via !== "gateway") return;
-    void this.user(space.hash, identity.userId).then((u) => u && this.reconcile(u));
+    void this.reconcile(space.hash, identity.userId);
   }
 
   async status(identity: Identity): Promise<SyncStatus> {
-    const u = identity.via === "gateway" ? await this.user(identity.userHash, identity.userId) : undefined;
-    const pending = u ? Object.keys(u.state.pending) : [];
+    let s: Awaited<ReturnType<SyncStore["status"]>>;
+    if (identity.via === "gateway") {
+      await this.ensure(identity.userHash, identity.userId);
+      s = await this.store.status(identity.userHash);
+    }
     return {
-      enabled: !!u,
-      pending: pending.length,
-      pending_paths: pending.slice(0, 50),
-      synced_files: u ? Object.values(u.state.manifest).filter((m) => m.fileId).length : 0,
-      last_synced: u?.state.lastSynced ?? null,
-      last_error: u?.state.lastError ?? null,
+      enabled: !!s,
+      pending: s?.pending ?? 0,
+      pending_paths: s?.pendingPaths ?? [],
+      synced_files: s?.syncedFiles ?? 0,
+      last_synced: s?.lastSynced ?? null,
+      last_error: s?.lastError ?? null,
     };
   }
 
-  /** Compares the workspace with the manifest and queues every difference. */
-  async reconcile(u: UserSync): Promise<number> {
-    const ws = u.space.workspaceDir;
-    const files = await this.opts.filter.list(ws);
-    const seen = new Set(files);
-    let queued = 0;
-    for (const rel of files) {
-      const m = u.state.manifest[rel];
-      if (m) {
-        const st = await fs.stat(path.join(ws, rel)).catch(() => undefined);
-        if (st && st.size === m.size && st.mtimeMs === m.mtimeMs) continue;
-      } else {
-        const verdict = await this.opts.filter.check(ws, rel);
-        if (!verdict.sync) {
-          this.skipped(u, rel, verdict.reason);
-          continue;
+  /**
+   * Compares the workspace with the manifest and queues every difference. A store that cannot
+   * take them is tried again later (the workspace still holds every change).
+   */
+  async reconcile(hash: string, userId?: string): Promise<number> {
+    const u = this.local(hash);
+    try {
+      if (userId) await this.ensure(hash, userId);
+      const manifest = await this.store.manifest(hash);
+      const ws = u.space.workspaceDir;
+      const files = await this.opts.filter.list(ws);
+      const seen = new Set(files);
+      const changes: SyncChange[] = [];
+      for (const rel of files) {
+        const m = Object.hasOwn(manifest, rel) ? manifest[rel] : undefined;
+        if (m) {
+          const st = await fs.stat(path.join(ws, rel)).catch(() => undefined);
+          if (st && st.size === m.size && st.mtimeMs === m.mtimeMs) continue;
+        } else {
+          const verdict = await this.opts.filter.check(ws, rel);
+          if (!verdict.sync) {
+            this.skipped(u, rel, verdict.reason);
+            continue;
+          }
         }
+        changes.push({ path: rel, op: "upsert" });
       }
-      queued += this.queue(u, rel, "upsert", 0);
-    }
-    for (const rel of Object.keys(u.state.manifest)) if (!seen.has(rel)) queued += this.queue(u, rel, "delete", 0);
-    if (queued) this.opts.log.info({ user: u.hash, queued }, "sync reconciliation queued changes");
-    this.persist(u);
-    this.schedule(u);
-    return queued;
-  }
-
-  private async enqueue(hash: string, rel: string, op: "upsert" | "delete"): Promise<void> {
-    const u = await this.user(hash);
-    if (!u) return;
-    if (this.queue(u, rel, op, this.opts.debounceMs)) {
-      this.persist(u);
-      this.schedule(u);
-    }
-  }
-
-  /** Adds or refreshes an outbox entry; returns 1 when something is (still) pending. */
-  private queue(u: UserSync, rel: string, op: "upsert" | "delete", delayMs: number): number {
-    const verdict = this.opts.filter.byName(rel);
-    if (verdict && !verdict.sync && !u.state.manifest[rel]) {
-      this.skipped(u, rel, verdict.reason);
+      for (const rel of Object.keys(manifest)) if (!seen.has(rel)) changes.push({ path: rel, op: "delete" });
+      if (changes.length) {
+        this.wake(u, await this.store.queue(hash, changes, 0, this.opts.maxDelayMs));
+        this.opts.log.info({ user: hash, queued: changes.length }, "sync reconciliation queued changes");
+      }
+      // What was pending already (a restart) is resumed too.
+      await this.schedule(u);
+      return changes.length;
+    } catch (e) {
+      this.unrecordable(hash, userId, e);
       return 0;
     }
-    const now = Date.now();
-    const prev = u.state.pending[rel];
-    const queuedAt = prev?.queuedAt ?? now;
-    // Debounce, but never past maxDelay after the first change.
-    const nextAt = Math.min(now + delayMs, queuedAt + this.opts.maxDelayMs);
-    u.state.pending[rel] = { op, queuedAt, nextAt: Math.max(prev?.attempts ? prev.nextAt : 0, nextAt), attempts: prev?.attempts ?? 0, lastError: prev?.lastError };
-    return 1;
+  }
+
+  private async enqueue(hash: string, userId: string, rel: string, op: SyncOp): Promise<void> {
+    const u = this.local(hash);
+    try {
+      await this.ensure(hash, userId);
+      const verdict = this.opts.filter.byName(rel);
+      if (verdict && !verdict.sync && !(await this.store.manifestEntry(hash, rel))) {
+        this.skipped(u, rel, verdict.reason);
+        return;
+      }
+      this.wake(u, await this.store.queue(hash, [{ path: rel, op }], this.opts.debounceMs, this.opts.maxDelayMs));
+    } catch (e) {
+      this.unrecordable(hash, userId, e);
+    }
   }
 
   /** Logs why a path is not synced, once per path and reason (reconciliation sees it every turn). */
@@ -191,98 +222,188 @@ export class SyncService {
     this.opts.log.info({ user: u.hash, path: rel, reason }, "sync skipped");
   }
 
-  private schedule(u: UserSync): void {
-    if (this.stopped || u.running) return;
+  /** The user's state exists in the store (created once per process; tried again after a failure). */
+  private ensure(hash: string, userId: string): Promise<void> {
+    let ensured = this.ensured.get(hash);
+    if (!ensured) {
+      // Pending work loaded with the state (a restart) is resumed.
+      ensured = this.store.ensureUser(hash, userId).then(() => void this.schedule(this.local(hash)));
+      ensured.catch(() => this.ensured.delete(hash));
+      this.ensured.set(hash, ensured);
+    }
+    return ensured;
+  }
+
+  private local(hash: string): UserSync {
+    let u = this.users.get(hash);
+    if (!u) this.users.set(hash, (u = { hash, space: userSpace(this.opts.workspaceRoot, this.opts.stateRoot, hash), running: false, skipLogged: new Set() }));
+    return u;
+  }
+
+  /** The store could not take a user's changes: logged, and (shared stores) the workspace is reconciled again once it answers. */
+  private unrecordable(hash: string, userId: string | undefined, e: unknown): void {
+    this.unrecorded.set(hash, userId ?? this.unrecorded.get(hash));
+    this.storeFailed(e);
+  }
+
+  /** Logged once per outage: a shared store is tried again at every poll. */
+  private storeFailed(e: unknown): void {
+    if (this.storeDown) return;
+    this.storeDown = true;
+    this.opts.log.warn({ err: (e as Error).message }, "sync state unavailable: queued changes are kept, new ones are queued again once it answers");
+  }
+
+  private storeBack(): void {
+    if (!this.storeDown) return;
+    this.storeDown = false;
+    this.opts.log.info("sync state available again");
+  }
+
+  /** Works the user's outbox within `dueInMs` (an earlier wake-up stands). */
+  private wake(u: UserSync, dueInMs: number | undefined): void {
+    if (this.stopped || u.running || dueInMs === undefined || !Number.isFinite(dueInMs)) return;
+    const at = Date.now() + dueInMs;
+    if (u.timer && u.dueAt! <= at) return;
     clearTimeout(u.timer);
-    const next = Math.min(...Object.values(u.state.pending).map((p) => p.nextAt));
-    if (!Number.isFinite(next)) return;
-    u.timer = setTimeout(() => void this.pump(u), Math.max(0, next - Date.now()));
+    u.dueAt = at;
+    u.timer = setTimeout(() => void this.pump(u), Math.max(0, dueInMs));
     u.timer.unref();
   }
 
-  /** Sends every due change of one user, one at a time. */
-  private async pump(u: UserSync): Promise<void> {
-    if (u.running || this.stopped) return;
-    u.running = true;
+  private async schedule(u: UserSync): Promise<void> {
+    if (this.stopped || u.running) return;
     try {
-      for (;;) {
-        const now = Date.now();
-        const due = Object.entries(u.state.pending).find(([, p]) => p.nextAt <= now);
-        if (!due || this.stopped) break;
-        const [rel, entry] = due;
-        try {
-          await this.apply(u, rel, entry.op);
-          // Changed again while we were sending? Then the entry was replaced: keep it.
-          if (u.state.pending[rel] === entry) delete u.state.pending[rel];
-        } catch (e) {
-          const err = e instanceof OpenWebUIError ? e : new OpenWebUIError(0, (e as Error).message, true);
-          if (u.state.pending[rel] === entry) {
-            if (err.isRetryable) {
-              entry.attempts++;
-              entry.nextAt = Date.now() + Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(entry.attempts, 20));
-              entry.lastError = err.message;
-            } else delete u.state.pending[rel];
-          }
-          u.state.lastError = { path: rel, message: err.message, at: new Date().toISOString() };
-          this.opts.log.warn({ user: u.hash, path: rel, status: err.status, retry: err.isRetryable, error: err.detail }, "sync failed");
-        }
-        this.persist(u);
-      }
-    } finally {
-      u.running = false;
-      this.schedule(u);
+      this.wake(u, await this.store.nextDueIn(u.hash));
+    } catch (e) {
+      // A shared store's poll finds the work once it answers again.
+      this.storeFailed(e);
     }
   }
 
-  private async apply(u: UserSync, rel: string, op: "upsert" | "delete"): Promise<void> {
-    const { client, filter, log } = this.opts;
-    const prev = u.state.manifest[rel];
-    if (op === "upsert") {
-      const verdict = await filter.check(u.space.workspaceDir, rel);
-      if (!verdict.sync) {
-        this.skipped(u, rel, verdict.reason);
-        if (prev) await this.remove(u, rel);
-        return;
+  /** A shared store: every replica looks for due work, queued by any of them or left by one that died. */
+  private poll(): void {
+    if (this.stopped) return;
+    this.poller = setTimeout(() => {
+      this.ticking = this.tick().finally(() => {
+        this.ticking = undefined;
+        this.poll();
+      });
+    }, POLL_MS);
+    this.poller.unref();
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      if (!this.resumed) await this.resume();
+      for (const [hash, userId] of [...this.unrecorded]) {
+        this.unrecorded.delete(hash);
+        await this.reconcile(hash, userId);
       }
-      const file = await readInside(u.space.workspaceDir, verdict.realPath, this.opts.filter.maxBytes);
-      if (!file.ok) {
-        this.skipped(u, rel, file.reason);
-        if (prev) await this.remove(u, rel);
-        return;
-      }
-      const { bytes: content, size, mtimeMs } = file;
-      const hash = createHash("sha256").update(content).digest("hex");
-      if (prev && prev.hash === hash) {
-        prev.mtimeMs = mtimeMs;
-        prev.size = size;
-        log.debug({ user: u.hash, path: rel }, "sync skipped: unchanged");
-        return;
-      }
-      const kbId = await this.knowledge(u);
-      let fileId: string | undefined;
-      let note: string | undefined;
-      try {
-        fileId = await this.uploadInto(kbId, rel, content);
-      } catch (e) {
-        if (!(e instanceof OpenWebUIError)) throw e;
-        if (e.notFound) {
-          // The KB was deleted behind our back: find or create it again on the next try.
-          u.state.kbId = undefined;
-          throw new OpenWebUIError(e.status, `knowledge base not found: ${e.detail}`, true);
-        }
-        if (e.isRetryable) throw e;
-        // Refused for good (identical content already in the KB, a file Open WebUI cannot
-        // process): remember this version so it is not sent again until it changes.
-        note = e.duplicateContent ? "duplicate content of another file" : `refused by Open WebUI: ${e.detail}`;
-      }
-      if (prev?.fileId) await client.removeFromKnowledge(kbId, prev.fileId).catch((e) => ignoreNotFound(e));
-      u.state.manifest[rel] = { fileId, hash, size, mtimeMs, syncedAt: new Date().toISOString(), note };
-      u.state.lastSynced = { path: rel, op, at: new Date().toISOString() };
-      if (note) log.warn({ user: u.hash, path: rel, reason: note }, "sync skipped: refused by Open WebUI");
-      else log.info({ user: u.hash, path: rel, fileId, replaced: prev?.fileId }, "synced file to knowledge base");
+      for (const hash of await this.store.dueUsers()) void this.pump(this.local(hash));
+      if (!this.unrecorded.size && this.resumed) this.storeBack();
+    } catch (e) {
+      this.storeFailed(e);
+    }
+  }
+
+  private async resume(): Promise<void> {
+    let hashes: string[];
+    try {
+      hashes = await this.store.users();
+    } catch (e) {
+      this.storeFailed(e);
       return;
     }
-    if (prev) await this.remove(u, rel);
+    this.resumed = true;
+    for (const hash of hashes) void this.reconcile(hash);
+  }
+
+  /** Sends every due change of one user, one at a time, holding the user's claim (one holder across replicas). */
+  private pump(u: UserSync): Promise<void> {
+    if (u.running || this.stopped) return Promise.resolve();
+    if (this.store.shared && this.pumps.size >= MAX_SHARED_PUMPS) return Promise.resolve();
+    u.running = true;
+    clearTimeout(u.timer);
+    u.timer = u.dueAt = undefined;
+    const run: Promise<void> = this.work(u).finally(() => {
+      u.running = false;
+      this.pumps.delete(run);
+      void this.schedule(u);
+    });
+    this.pumps.add(run);
+    return run;
+  }
+
+  private async work(u: UserSync): Promise<void> {
+    let claim: SyncClaim | undefined;
+    try {
+      claim = await this.store.claim(u.hash);
+      // Another replica is working this outbox: what it leaves due, the next poll finds.
+      if (!claim) return;
+      for (;;) {
+        const entry = this.stopped ? undefined : await claim.nextDue();
+        if (!entry) break;
+        try {
+          await claim.complete(entry, await this.apply(u, claim, entry));
+        } catch (e) {
+          const err = e instanceof OpenWebUIError ? e : new OpenWebUIError(0, (e as Error).message, true);
+          const retryIn = err.isRetryable ? Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(entry.attempts + 1, 20)) : undefined;
+          this.opts.log.warn({ user: u.hash, path: entry.path, status: err.status, retry: err.isRetryable, error: err.detail }, "sync failed");
+          await claim.fail(entry, retryIn, { path: entry.path, message: err.message, at: new Date().toISOString() });
+        }
+      }
+    } catch (e) {
+      // The store failed (a database outage): the outbox is where it was, and is tried again.
+      this.storeFailed(e);
+    } finally {
+      await claim?.release().catch((e: Error) => this.opts.log.warn({ user: u.hash, err: e.message }, "could not release a sync claim"));
+    }
+  }
+
+  /** Sends one change; resolves with what it changed (an error leaves the entry for a retry). */
+  private async apply(u: UserSync, claim: SyncClaim, entry: OutboxEntry): Promise<SyncOutcome> {
+    const { client, filter, log } = this.opts;
+    const rel = entry.path;
+    const prev = await this.store.manifestEntry(u.hash, rel);
+    if (entry.op === "delete") return prev ? this.remove(u, claim, rel, prev) : {};
+    const verdict = await filter.check(u.space.workspaceDir, rel);
+    if (!verdict.sync) {
+      this.skipped(u, rel, verdict.reason);
+      return prev ? this.remove(u, claim, rel, prev) : {};
+    }
+    const file = await readInside(u.space.workspaceDir, verdict.realPath, this.opts.filter.maxBytes);
+    if (!file.ok) {
+      this.skipped(u, rel, file.reason);
+      return prev ? this.remove(u, claim, rel, prev) : {};
+    }
+    const { bytes: content, size, mtimeMs } = file;
+    const hash = createHash("sha256").update(content).digest("hex");
+    if (prev && prev.hash === hash) {
+      log.debug({ user: u.hash, path: rel }, "sync skipped: unchanged");
+      return { manifest: { ...prev, mtimeMs, size } };
+    }
+    const kbId = await this.knowledge(u, claim);
+    let fileId: string | undefined;
+    let note: string | undefined;
+    try {
+      fileId = await this.uploadInto(kbId, rel, content);
+    } catch (e) {
+      if (!(e instanceof OpenWebUIError)) throw e;
+      if (e.notFound) {
+        // The KB was deleted behind our back: find or create it again on the next try.
+        await claim.setKb(undefined);
+        throw new OpenWebUIError(e.status, `knowledge base not found: ${e.detail}`, true);
+      }
+      if (e.isRetryable) throw e;
+      // Refused for good (identical content already in the KB, a file Open WebUI cannot
+      // process): remember this version so it is not sent again until it changes.
+      note = e.duplicateContent ? "duplicate content of another file" : `refused by Open WebUI: ${e.detail}`;
+    }
+    if (prev?.fileId) await client.removeFromKnowledge(kbId, prev.fileId).catch((e) => ignoreNotFound(e));
+    const at = new Date().toISOString();
+    if (note) log.warn({ user: u.hash, path: rel, reason: note }, "sync skipped: refused by Open WebUI");
+    else log.info({ user: u.hash, path: rel, fileId, replaced: prev?.fileId }, "synced file to knowledge base");
+    return { manifest: { fileId, hash, size, mtimeMs, syncedAt: at, note }, lastSynced: { path: rel, op: "upsert", at } };
   }
 
   /** Uploads one version and links it into the KB; an upload that cannot be linked is deleted. */
@@ -299,15 +420,13 @@ export class SyncService {
     }
   }
 
-  private async remove(u: UserSync, rel: string): Promise<void> {
-    const prev = u.state.manifest[rel];
-    if (prev?.fileId) {
-      const kbId = await this.knowledge(u);
+  private async remove(u: UserSync, claim: SyncClaim, rel: string, prev: ManifestEntry): Promise<SyncOutcome> {
+    if (prev.fileId) {
+      const kbId = await this.knowledge(u, claim);
       await this.opts.client.removeFromKnowledge(kbId, prev.fileId).catch((e) => ignoreNotFound(e));
     }
-    delete u.state.manifest[rel];
-    u.state.lastSynced = { path: rel, op: "delete", at: new Date().toISOString() };
-    this.opts.log.info({ user: u.hash, path: rel, fileId: prev?.fileId }, "removed file from knowledge base");
+    this.opts.log.info({ user: u.hash, path: rel, fileId: prev.fileId }, "removed file from knowledge base");
+    return { manifest: null, lastSynced: { path: rel, op: "delete", at: new Date().toISOString() } };
   }
 
   /**
@@ -326,68 +445,23 @@ export class SyncService {
     if (status === "failed") throw new OpenWebUIError(400, "Open WebUI failed to process the file", false);
   }
 
-  /** The user's KB id: cached, else found by name, else created (readable by that user only). */
-  private async knowledge(u: UserSync): Promise<string> {
-    if (u.state.kbId) return u.state.kbId;
+  /** The user's KB id: recorded, else found by name, else created (readable by that user only). */
+  private async knowledge(u: UserSync, claim: SyncClaim): Promise<string> {
+    if (claim.user.kbId) return claim.user.kbId;
     const { client, kbPrefix, log } = this.opts;
-    const name = `${kbPrefix}${u.state.userId}`;
+    const { userId } = claim.user;
+    const name = `${kbPrefix}${userId}`;
     const found = await client.findKnowledge(name);
-    if (found) u.state.kbId = found.id;
-    else {
-      this.dialect ??= accessDialect(await client.version());
-      const kb = await client.createKnowledge(name, "Files from your Open Persona workspace (kept in sync automatically)", u.state.userId, this.dialect);
-      u.state.kbId = kb.id;
-      log.info({ user: u.hash, kbId: kb.id, dialect: this.dialect }, "created knowledge base");
-      if (Object.keys(u.state.manifest).length) {
-        // A new KB for a user we had synced before (theirs was deleted): send everything again.
-        u.state.manifest = {};
-        setImmediate(() => void this.reconcile(u));
-      }
+    if (found) {
+      await claim.setKb(found.id);
+      return found.id;
     }
-    this.persist(u);
-    return u.state.kbId!;
-  }
-
-  /** Loads (or, given the Open WebUI user id, creates) a user's sync state. */
-  private async user(hash: string, userId?: string): Promise<UserSync | undefined> {
-    const known = this.users.get(hash);
-    if (known) return known;
-    let loading = this.loading.get(hash);
-    if (!loading) {
-      loading = (async () => {
-        const space = userSpace(this.opts.workspaceRoot, this.opts.stateRoot, hash);
-        const state = (await loadSyncState(space.stateDir)) ?? (userId ? { userId, manifest: {}, pending: {} } : undefined);
-        if (!state) throw new Error("no sync state");
-        const u: UserSync = { hash, space, state, running: false, saveAgain: false, skipLogged: new Set() };
-        this.users.set(hash, u);
-        this.persist(u);
-        this.schedule(u);
-        return u;
-      })().finally(() => this.loading.delete(hash));
-      this.loading.set(hash, loading);
-    }
-    return loading.catch(() => undefined);
-  }
-
-  /** Saves the state soon; writes never overlap and the last change always lands. */
-  private persist(u: UserSync): void {
-    if (u.saving) {
-      u.saveAgain = true;
-      return;
-    }
-    u.saving = (async () => {
-      do {
-        u.saveAgain = false;
-        await saveSyncState(u.space.stateDir, u.state).catch((e) =>
-          this.opts.log.error({ user: u.hash, err: (e as Error).message }, "could not save sync state"),
-        );
-      } while (u.saveAgain);
-    })().finally(() => (u.saving = undefined));
-  }
-
-  /** Waits until every queued save is on disk (shutdown, tests). */
-  async flush(): Promise<void> {
-    await Promise.all([...this.users.values()].map((u) => u.saving));
+    this.dialect ??= accessDialect(await client.version());
+    const kb = await client.createKnowledge(name, "Files from your Open Persona workspace (kept in sync automatically)", userId, this.dialect);
+    log.info({ user: u.hash, kbId: kb.id, dialect: this.dialect }, "created knowledge base");
+    // A new KB for a user we had synced before (theirs was deleted): send everything again.
+    if (await claim.setKb(kb.id, true)) setImmediate(() => void this.reconcile(u.hash));
+    return kb.id;
   }
 }
 

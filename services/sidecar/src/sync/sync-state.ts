@@ -1,8 +1,9 @@
 /**
- * A user's durable sync state under STATE_ROOT (never in the workspace): the manifest of
- * what was last synced, and the outbox of changes still to send. Saved atomically; pending
- * work survives a restart (and startup reconciliation re-derives anything written while the
- * sidecar was down).
+ * A user's durable sync state under STATE_ROOT (never in the workspace), as the file backend
+ * keeps it (file-sync-store.ts; PostgreSQL keeps the same in tables, db/pg-sync-store.ts): the
+ * manifest of what was last synced, and the outbox of changes still to send. Saved atomically;
+ * pending work survives a restart (and startup reconciliation re-derives anything written
+ * while the sidecar was down).
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -25,6 +26,8 @@ export interface PendingEntry {
   nextAt: number;
   attempts: number;
   lastError?: string;
+  /** Bumped by every change queued for the path (absent in files written before it existed: 0). */
+  version?: number;
 }
 
 export interface UserSyncState {
