@@ -31,8 +31,9 @@ python="$(readlink -f "$venv/bin/python")"
 stdlib="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 
-# open_webui/static is rewritten by every start of Open WebUI from the virtualenv (the tests').
-hash="$( { cat "$0" "$root/scripts/image-lib.sh"; listing "$venv" "$stdlib" "$python" | grep -v '/open_webui/static/'; } | inputs_hash)"
+# What Open WebUI run from the virtualenv writes into it: open_webui/static at every start, and
+# <site-packages>/data (its default DATA_DIR) when run without DATA_DIR. Neither is an input.
+hash="$( { cat "$0" "$root/scripts/image-lib.sh"; listing "$venv" "$stdlib" "$python" | grep -v -e '/open_webui/static/' -e "^$site/data/"; } | inputs_hash)"
 if image_current "$image" "$hash"; then
   echo "$image is up to date (local stand-in, inputs $hash)"
   exit 0
@@ -51,6 +52,8 @@ copy_tree "$venv" "$rootfs$app"
 # the nvidia-* libraries (4 GB here). Of those, only what torch links against stays (copy_libs
 # below): `import torch` loads it, nothing runs on it.
 rm -rf "$rootfs$app${site#"$venv"}"/{nvidia,triton,triton-*.dist-info}
+# A database someone's run left there: the image's DATA_DIR is /app/backend/data.
+rm -rf "$rootfs$app${site#"$venv"}/data"
 mkdir -p "$rootfs$(dirname "$python")"
 cp -L "$python" "$rootfs$python"
 copy_tree "$stdlib" "$rootfs$stdlib"
