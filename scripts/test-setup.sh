@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for `npm test`: a running Docker engine (installed from Debian's
 # packages when missing), PostgreSQL, and the runner image, built offline from local files unless
-# RUNNER_IMAGE_BUILD says otherwise. Idempotent: fast when everything is already there.
+# RUNNER_IMAGE_BUILD says otherwise, as are the compose stack's other images. Idempotent: fast
+# when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,3 +57,7 @@ bash scripts/postgres-setup.sh
 
 # The real Open WebUI (pinned), the official Python openai client and Debian's chromium.
 bash scripts/openwebui-setup.sh
+
+# The compose stack's images as stand-ins from local files (compose-stack.test.ts): the sidecar's
+# and, from the virtualenv above, Open WebUI's. Rebuilt only when their inputs changed.
+bash scripts/local-images.sh

@@ -4,22 +4,19 @@
 #   RUNNER_IMAGE_BUILD=local       an offline stand-in FROM scratch: glibc + static busybox + the
 #                                  opencode binary from node_modules (no git/ripgrep)
 #   RUNNER_IMAGE_BUILD=auto        (default) dockerfile when a registry answers, else local
+# A local build is skipped when the image was built from the same inputs (label open-persona.inputs).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+. "$root/scripts/image-lib.sh"
 image="${RUNNER_IMAGE:-open-persona-runner:latest}"
-mode="${RUNNER_IMAGE_BUILD:-auto}"
-
-if [ "$mode" = auto ]; then
-  if timeout 20 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then mode=dockerfile; else mode=local; fi
-fi
+mode="$(build_mode "${RUNNER_IMAGE_BUILD:-auto}" debian:bookworm-slim)"
 
 if [ "$mode" = dockerfile ]; then
   echo "building $image from services/runner/Dockerfile"
   exec docker build -t "$image" "$here"
 fi
 
-echo "building $image offline from local files"
 binary="$(cd "$root" && node -e 'const r=require("module").createRequire(process.cwd()+"/");for(const p of ["opencode-linux-x64","opencode-linux-x64-baseline"]){try{console.log(require("path").join(require("path").dirname(r.resolve(p+"/package.json")),"bin","opencode"));process.exit(0)}catch{}}process.exit(1)')" \
   || { echo "opencode binary not found: run npm install first" >&2; exit 1; }
 busybox="$(command -v busybox || true)"
@@ -29,6 +26,13 @@ if [ -z "$busybox" ] || ! { ldd "$busybox" 2>&1 || true; } | grep -q 'not a dyna
   exit 1
 fi
 
+hash="$( { cat "$0" "$root/scripts/image-lib.sh"; listing "$binary" "$busybox"; } | inputs_hash)"
+if image_current "$image" "$hash"; then
+  echo "$image is up to date (local stand-in, inputs $hash)"
+  exit 0
+fi
+
+echo "building $image offline from local files"
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 rootfs="$ctx/rootfs"
@@ -69,6 +73,7 @@ VOLUME ["/data"]
 EXPOSE 4096
 ENTRYPOINT ["/usr/local/bin/opencode", "serve", "--hostname", "0.0.0.0", "--port", "4096"]
 DOCKERFILE
+echo "LABEL open-persona.inputs=$hash" >>"$ctx/Dockerfile"
 
 docker build -q -t "$image" "$ctx" >/dev/null
 echo "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"

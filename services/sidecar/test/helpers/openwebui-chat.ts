@@ -10,6 +10,11 @@
 import { randomUUID } from "node:crypto";
 import type { OpenWebUIAccount, RealOpenWebUI } from "../fixtures/openwebui-real.js";
 
+/** Any Open WebUI reached through its API: the fixture's, or one in a container. */
+export type OpenWebUIApi = Pick<RealOpenWebUI, "api">;
+/** A signed-in user: what the chat calls need of an account. */
+export type SignedIn = Pick<OpenWebUIAccount, "token" | "name" | "email">;
+
 export interface SentMessage {
   chatId: string;
   userMessageId: string;
@@ -39,7 +44,7 @@ export interface ChatOptions {
 }
 
 /** Sends one user message as the browser does; resolves once Open WebUI accepted it. */
-export async function sendMessage(owui: RealOpenWebUI, who: OpenWebUIAccount, content: string, opts: ChatOptions = {}): Promise<SentMessage> {
+export async function sendMessage(owui: OpenWebUIApi, who: SignedIn, content: string, opts: ChatOptions = {}): Promise<SentMessage> {
   const model = opts.model ?? "open-persona/build";
   const models = await owui.api(who.token, "GET", "/api/models");
   const modelItem = (models.body.data as Array<{ id: string }>).find((m) => m.id === model);
@@ -84,7 +89,7 @@ export async function sendMessage(owui: RealOpenWebUI, who: OpenWebUIAccount, co
 }
 
 /** Reads the chat until the assistant message is done; returns it as saved. */
-export async function waitForReply(owui: RealOpenWebUI, who: OpenWebUIAccount, sent: SentMessage, timeoutMs = 45_000): Promise<SavedReply> {
+export async function waitForReply(owui: OpenWebUIApi, who: SignedIn, sent: SentMessage, timeoutMs = 45_000): Promise<SavedReply> {
   const deadline = Date.now() + timeoutMs;
   let last: SavedReply | undefined;
   while (Date.now() < deadline) {
@@ -98,7 +103,7 @@ export async function waitForReply(owui: RealOpenWebUI, who: OpenWebUIAccount, s
   throw new Error(`reply ${sent.assistantMessageId} not done within ${timeoutMs} ms; last seen: ${JSON.stringify(last).slice(0, 800)}`);
 }
 
-export async function chatThroughOpenWebUI(owui: RealOpenWebUI, who: OpenWebUIAccount, content: string, opts: ChatOptions = {}) {
+export async function chatThroughOpenWebUI(owui: OpenWebUIApi, who: SignedIn, content: string, opts: ChatOptions = {}) {
   const sent = await sendMessage(owui, who, content, opts);
   return { sent, reply: await waitForReply(owui, who, sent) };
 }
