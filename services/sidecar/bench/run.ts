@@ -28,6 +28,10 @@
  * - Artifacts (artifacts.ts): what collecting a turn's artifacts adds to the turn's end on
  *   workspaces of 100 to 20 000 files, and serving a link. BENCH_ARTIFACTS=0 skips it,
  *   BENCH_ARTIFACTS_ITERATIONS (15) sizes it.
+ * - Replicas (replicas.ts), with BENCH_REPLICAS=1: 2 replicas on PostgreSQL vs 1 on files over one
+ *   shared opencode under BENCH_REPLICAS_STREAMS (100) concurrent streams, and what the database
+ *   adds to a turn's first token (in process: BENCH_REPLICAS_ITERATIONS (500); end to end:
+ *   BENCH_REPLICAS_PAIRS (100)). BENCH_ONLY=replicas runs that phase alone (bench/results/replicas.json).
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
@@ -49,6 +53,8 @@ import { cpuTimeMs, rssBytes, sampleRss } from "./proc.js";
 import { renderIsolation } from "./isolation-report.js";
 import { isolationNotRun, isolationPhase, type Isolation, type IsolationContext } from "./isolation.js";
 import { renderResponses } from "./responses-report.js";
+import { renderReplicas } from "./replicas-report.js";
+import { emptyReplicas, replicasBudgetMs, replicasPhase, type ReplicasFigures } from "./replicas.js";
 import { artifactsPhase, emptyArtifacts, renderArtifacts, type ArtifactsFigures } from "./artifacts.js";
 import { emptyResponses, responsesPhase, type ResponsesFigures } from "./responses.js";
 import { renderRunnerModes } from "./runner-modes-report.js";
@@ -82,6 +88,13 @@ const RESPONSES = envInt("BENCH_RESPONSES", 1, 0, 1) === 1;
 const RESPONSES_ITERATIONS = envInt("BENCH_RESPONSES_ITERATIONS", 10, 1, 1000);
 const ARTIFACTS = envInt("BENCH_ARTIFACTS", 1, 0, 1) === 1;
 const ARTIFACTS_ITERATIONS = envInt("BENCH_ARTIFACTS_ITERATIONS", 15, 1, 1000);
+/** BENCH_ONLY=replicas: only the replicas phase (the others always run otherwise). */
+const ONLY = process.env.BENCH_ONLY ?? "";
+if (ONLY && ONLY !== "replicas") throw new Error(`BENCH_ONLY must be "replicas" or unset, got "${ONLY}"`);
+const REPLICAS = envInt("BENCH_REPLICAS", ONLY === "replicas" ? 1 : 0, 0, 1) === 1;
+const REPLICAS_STREAMS = envInt("BENCH_REPLICAS_STREAMS", 100, 2, 1000);
+const REPLICAS_ITERATIONS = envInt("BENCH_REPLICAS_ITERATIONS", 500, 1, 100_000);
+const REPLICAS_PAIRS = envInt("BENCH_REPLICAS_PAIRS", 100, 1, 10_000);
 /**
  * The first prompts in a new directory pay for opencode's per-directory bootstrap, and both
  * JITs (Bun's and Node's) need a few turns: with 2 warm-up chats, the first measured
@@ -94,6 +107,7 @@ const WARMUP_CHATS = 5;
  * writes and iterations take about a second each (a mid-turn write: the debounce and more).
  */
 const BENCH_TIMEOUT_MS =
+  (REPLICAS ? replicasBudgetMs(REPLICAS_STREAMS, REPLICAS_ITERATIONS, REPLICAS_PAIRS) : 0) +
   (10 + COLD_USERS) * 60_000 +
   (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000 +
   // The sweep: a cold start and a settle per user, then a few rounds of streams per N.
@@ -314,6 +328,7 @@ function render(
   sync: SyncFigures,
   modes: RunnerModes,
   isolation: Isolation,
+  replicas: ReplicasFigures,
 ): string {
   const f = (n: number) => n.toFixed(1).padStart(8);
   const row = (label: string, s: PathStats) =>
@@ -358,6 +373,8 @@ function render(
     ...renderRunnerModes(modes),
     "",
     ...renderIsolation(isolation),
+    "",
+    ...renderReplicas(replicas),
   ].join("\n");
 }
 
@@ -407,6 +424,26 @@ async function artifactsPhaseOrFailure(): Promise<{ artifacts: ArtifactsFigures;
   }
 }
 
+const REPLICAS_RESULTS_FILE = path.join(SIDECAR_DIR, "bench/results/replicas.json");
+
+/** Like the runner-modes phase; its figures also go to bench/results/replicas.json. */
+async function replicasPhaseOrFailure(): Promise<{ replicas: ReplicasFigures; failed: boolean }> {
+  if (!REPLICAS) return { replicas: emptyReplicas(REPLICAS_STREAMS, REPLICAS_ITERATIONS, REPLICAS_PAIRS, { skipped: "BENCH_REPLICAS=1 runs it" }), failed: false };
+  let out: { replicas: ReplicasFigures; failed: boolean };
+  try {
+    const replicas = await replicasPhase({ streams: REPLICAS_STREAMS, iterations: REPLICAS_ITERATIONS, pairs: REPLICAS_PAIRS, apiKey: API_KEY, defer: (fn) => cleanups.push(fn), log });
+    out = { replicas, failed: replicas.load?.some((l) => l.errors > 0) ?? true };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`replicas failed: ${(e as Error).stack ?? String(e)}`);
+    out = { replicas: emptyReplicas(REPLICAS_STREAMS, REPLICAS_ITERATIONS, REPLICAS_PAIRS, { error: (e as Error).message ?? String(e) }), failed: true };
+  }
+  fs.mkdirSync(path.dirname(REPLICAS_RESULTS_FILE), { recursive: true });
+  fs.writeFileSync(REPLICAS_RESULTS_FILE, JSON.stringify({ date: new Date().toISOString(), ...out.replicas }, null, 2) + "\n");
+  log(`replicas results written to ${path.relative(process.cwd(), REPLICAS_RESULTS_FILE)}`);
+  return out;
+}
+
 async function responsesPhaseOrFailure(sidecarUrl: string): Promise<{ responses: ResponsesFigures; failed: boolean }> {
   if (!RESPONSES) return { responses: emptyResponses(RESPONSES_ITERATIONS, { skipped: "BENCH_RESPONSES=0" }), failed: false };
   try {
@@ -454,6 +491,11 @@ async function main(): Promise<boolean> {
   // Other work on the machine is the main source of noise: record how busy it was.
   const loadBefore = r2(os.loadavg()[0]!);
   ensureBuilt();
+  if (ONLY === "replicas") {
+    const { replicas, failed } = await replicasPhaseOrFailure();
+    process.stdout.write(renderReplicas(replicas).join("\n") + "\n");
+    return !failed;
+  }
   const model = await startScriptedModel();
   cleanups.push(() => model.close());
 
@@ -498,6 +540,7 @@ async function main(): Promise<boolean> {
   const artifacts = await artifactsPhaseOrFailure();
   const { modes, failed } = await runnerModesPhase();
   const isolation = await isolationPhaseOrFailure();
+  const replicas = await replicasPhaseOrFailure();
   const goals = targets(lat);
   const meta = {
     date: new Date().toISOString(),
@@ -516,12 +559,12 @@ async function main(): Promise<boolean> {
     artifactsIterations: ARTIFACTS ? ARTIFACTS_ITERATIONS : 0,
   };
 
-  process.stdout.write(render(meta, lat, conc, goals, responses.responses, artifacts.artifacts, sweep.sweep, sync.sync, modes, isolation.isolation) + "\n");
+  process.stdout.write(render(meta, lat, conc, goals, responses.responses, artifacts.artifacts, sweep.sweep, sync.sync, modes, isolation.isolation, replicas.replicas) + "\n");
   fs.mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
-  const results = { meta, latency: lat, concurrency: conc, targets: goals, responses: responses.responses, artifacts: artifacts.artifacts, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation };
+  const results = { meta, latency: lat, concurrency: conc, targets: goals, responses: responses.responses, artifacts: artifacts.artifacts, sweep: sweep.sweep, sync: sync.sync, runnerModes: modes, isolation: isolation.isolation, replicas: replicas.replicas };
   fs.writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + "\n");
   log(`results written to ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  return !failed && !responses.failed && !artifacts.failed && !sync.failed && !sweep.failed && !isolation.failed;
+  return !failed && !responses.failed && !artifacts.failed && !sync.failed && !sweep.failed && !isolation.failed && !replicas.failed;
 }
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {

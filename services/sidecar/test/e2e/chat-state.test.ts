@@ -65,7 +65,7 @@ describe("PostgreSQL only", () => {
     const dyingSlot = await dying.slots.tryAcquire("deadbeefdeadbeef");
     expect(await survivor.slots.tryAcquire("deadbeefdeadbeef")).toBeUndefined();
     // What a SIGKILL does to the replica's connections.
-    await testDb.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'open-persona-sidecar' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')");
+    await testDb.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'open-persona-sidecar' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')");
     // pg_terminate_backend only signals: the backend is gone (and its locks free) a moment later.
     let slot: Awaited<ReturnType<typeof survivor.slots.tryAcquire>>;
     await expect.poll(async () => (slot ??= await survivor.slots.tryAcquire("deadbeefdeadbeef")) !== undefined, { timeout: 5000 }).toBe(true);

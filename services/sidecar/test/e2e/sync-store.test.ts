@@ -49,7 +49,7 @@ describe("PostgreSQL only", () => {
     const entry = (await claim.nextDue())!;
     expect(await survivor.claim(user)).toBeUndefined();
     // What a SIGKILL does to the replica's connections.
-    await testDb.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')");
+    await testDb.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')");
     // pg_terminate_backend only signals: the backend is gone (and the user free) a moment later.
     let taken: Awaited<ReturnType<PgSyncStore["claim"]>>;
     await expect.poll(async () => (taken ??= await survivor.claim(user)) !== undefined, { timeout: 5000 }).toBe(true);
