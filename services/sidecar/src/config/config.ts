@@ -9,7 +9,9 @@ import path from "node:path";
 import { buildOpencodeConfig } from "../runners/opencode-config.js";
 import { parseSubnetPool, type SubnetPool } from "../runners/docker-subnets.js";
 
-export type RunnerMode = "local" | "shared" | "docker";
+export type RunnerMode = "local" | "shared" | "docker" | "swarm";
+/** WORKSPACE_READS: where sync and artifacts read workspaces (runners/runner.ts WorkspaceReads); `auto`: the runner mode's own choice. */
+export type WorkspaceReadsSetting = "auto" | "disk" | "runner";
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 
 export interface Config {
@@ -18,6 +20,7 @@ export interface Config {
   workspaceRoot: string;
   stateRoot: string;
   runnerMode: RunnerMode;
+  workspaceReads: WorkspaceReadsSetting;
   /** `shared` mode: where the opencode server is. */
   opencodeBaseUrl?: string;
   opencodeServerPassword?: string;
@@ -64,6 +67,7 @@ export interface Config {
   /** The model the operator configured for opencode (`provider/model`); undefined: opencode's default. */
   opencodeModel?: string;
   docker: DockerRunnerConfig;
+  swarm: SwarmRunnerConfig;
   /** Knowledge-base sync; off unless OPENWEBUI_URL and OPENWEBUI_API_KEY are both set. */
   sync?: SyncConfig;
   /** Artifacts shown in the chat (ARTIFACTS=off: none). */
@@ -120,6 +124,15 @@ export interface DockerRunnerConfig {
   idleTimeoutMs: number;
   /** Derives each runner's server password; generated and kept under STATE_ROOT when unset. */
   secret?: string;
+}
+
+/**
+ * `swarm` mode settings (see runners/swarm-runner.ts); the runner spec itself (image, user,
+ * limits, idle timeout, secret) is docker mode's, and RUNNER_NETWORK names the overlay network.
+ */
+export interface SwarmRunnerConfig {
+  /** RUNNER_PLACEMENT: Swarm placement constraints every runner service gets (e.g. `node.labels.runners==true`). */
+  placement: string[];
 }
 
 export class ConfigError extends Error {
@@ -288,6 +301,20 @@ function subnetPool(env: Env): SubnetPool {
   }
 }
 
+/**
+ * RUNNER_PLACEMENT: comma-separated Swarm constraints, each `<attribute> == | != <value>` over
+ * node.id, node.hostname, node.role, node.platform.os/arch, node.labels.* or engine.labels.*.
+ */
+function placement(env: Env): string[] {
+  const items = (env.RUNNER_PLACEMENT ?? "").split(",").map((c) => c.trim()).filter(Boolean);
+  for (const c of items) {
+    if (!/^(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[\w.-]+)|engine\.labels\.[\w.-]+)\s*(==|!=)\s*[\w.:/-]+$/.test(c)) {
+      throw new ConfigError("RUNNER_PLACEMENT", `"${c}" is not a constraint like node.labels.runners==true or node.role!=manager`);
+    }
+  }
+  return items;
+}
+
 /** DATABASE_URL (it holds a password: never echoed) and the pool's size. */
 function databaseConfig(env: Env, runnerMode: RunnerMode): Config["database"] {
   const raw = env.DATABASE_URL;
@@ -301,7 +328,7 @@ function databaseConfig(env: Env, runnerMode: RunnerMode): Config["database"] {
   if (!ok) throw new ConfigError("DATABASE_URL", "must be a postgres:// or postgresql:// URL");
   if (runnerMode === "local") {
     // Each replica would run its own opencode over the same workspaces and sessions.
-    throw new ConfigError("DATABASE_URL", "replicas need RUNNER_MODE=shared or docker: local mode runs opencode inside each sidecar process, which cannot be shared");
+    throw new ConfigError("DATABASE_URL", "replicas need RUNNER_MODE=shared, docker or swarm: local mode runs opencode inside each sidecar process, which cannot be shared");
   }
   return { url: raw, poolMax: int(env, "DATABASE_POOL_MAX", 100, 4, 10_000) };
 }
@@ -314,7 +341,7 @@ export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Conf
     .map((k) => k.trim())
     .filter(Boolean);
   const userKeys = readUserKeys(env.SIDECAR_USER_KEYS_FILE);
-  const runnerMode = oneOf(env, "RUNNER_MODE", ["local", "shared", "docker"] as const, "local");
+  const runnerMode = oneOf(env, "RUNNER_MODE", ["local", "shared", "docker", "swarm"] as const, "local");
   const opencodeBaseUrl = url(env, "OPENCODE_BASE_URL");
   if (env.RUNNER_SECRET && env.RUNNER_SECRET.length < 16) {
     throw new ConfigError("RUNNER_SECRET", "must be at least 16 characters");
@@ -432,6 +459,8 @@ export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Conf
     },
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 30_000, 0, 3_600_000),
     opencodeModel,
+    workspaceReads: oneOf(env, "WORKSPACE_READS", ["auto", "disk", "runner"] as const, "auto"),
+    swarm: { placement: placement(env) },
     docker: {
       host: env.DOCKER_HOST || undefined,
       image: env.RUNNER_IMAGE || "open-persona-runner:latest",

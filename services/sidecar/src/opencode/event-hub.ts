@@ -116,7 +116,7 @@ export class EventHub {
     };
     try {
       arm();
-      const res = await fetch(this.client.url("/global/event"), {
+      const res = await this.client.fetchFn(this.client.url("/global/event"), {
         headers: this.client.headers({ accept: "text/event-stream" }),
         signal: controller.signal,
       });

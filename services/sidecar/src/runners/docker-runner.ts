@@ -33,7 +33,7 @@
  * A connection whose event stream is reconnecting is kept while its container runs: closing
  * it would end every turn of the user that is still streaming (a final `stream.lost`).
  */
-import { createHash, createHmac } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type Docker from "dockerode";
@@ -43,12 +43,13 @@ import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
 import { LocalTurnLocks, type TurnLocks } from "../sessions/chat-sessions.js";
 import type { UserSpace } from "../workspace/user-space.js";
+import { engineError, PasswordRejectedError, runnerPassword, stableJson, type EngineFailure } from "./engine-runner-common.js";
 import { runnerProcessEnv } from "./opencode-config.js";
 import { waitHealthy } from "./readiness.js";
 import { RunnerNetworks, SubnetPoolExhaustedError } from "./docker-network.js";
 import { findSelfContainer, type SelfContainerSetting } from "./docker-self.js";
 import type { SubnetPool } from "./docker-subnets.js";
-import type { Runner, RunnerEndpoint, RunnerHealth, RunnerUse } from "./runner.js";
+import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState, RunnerUse } from "./runner.js";
 
 export const LABEL_USER = "open-persona.user";
 export const LABEL_MANAGED = "open-persona.managed";
@@ -68,13 +69,6 @@ const PASSWORD_CHANGED = "its server rejects the password (RUNNER_SECRET or STAT
  * younger one may be one that another sidecar on the same engine is about to use.
  */
 const NETWORK_PRUNE_AGE_MS = 10 * 60_000;
-
-/** The runner answered 401 to the password derived for it: it was created with another secret. */
-class PasswordRejectedError extends RunnerUnavailableError {
-  constructor() {
-    super("The agent runner rejected the sidecar's credentials", "runner_auth");
-  }
-}
 
 /** The container is not attached to its user's network (it was created with another one). */
 class NotOnNetworkError extends RunnerUnavailableError {
@@ -130,12 +124,18 @@ type InUse = Map<string, number>;
 
 export class DockerRunner implements Runner {
   readonly mode = "docker";
+  /** Runners share this host's filesystem: their workspaces are bind mounts of it. */
+  readonly workspaceReads = "disk";
   private readonly live = new Map<string, Live>();
   private readonly inUse: InUse = new Map();
   private readonly locks: TurnLocks;
   private reaper?: NodeJS.Timeout;
   private selfId?: Promise<string | undefined>;
   private stopped = false;
+  /** Users whose runner this process stopped as idle (their container exits like any stopped one). */
+  private readonly idleStopped = new Set<string>();
+  /** Users whose runner is being started or connected now. */
+  private readonly starting = new Set<string>();
   private secret?: string;
   readonly networks: RunnerNetworks;
 
@@ -227,8 +227,12 @@ export class DockerRunner implements Runner {
       }
       // Lost or never seen: find the container again (it may have died or been removed).
       this.forget(hash);
-      return (await this.refreshIfIdle(hash, await this.startAndConnect(space), 1, space.workspaceDir)).endpoint;
+      this.starting.add(hash);
+      const live = await this.refreshIfIdle(hash, await this.startAndConnect(space), 1, space.workspaceDir);
+      this.idleStopped.delete(hash);
+      return live.endpoint;
     } finally {
+      this.starting.delete(hash);
       unlock();
     }
   }
@@ -248,6 +252,31 @@ export class DockerRunner implements Runner {
       if (live) live.lastUsed = Date.now();
       this.opts.sharedUse?.touch(hash);
     };
+  }
+
+  current(space: UserSpace): RunnerEndpoint | undefined {
+    return this.live.get(space.hash)?.endpoint;
+  }
+
+  async state(space: UserSpace): Promise<RunnerState> {
+    const hash = space.hash;
+    const live = this.live.get(hash);
+    if (live?.endpoint.events.isOpen) return "ready";
+    if (this.starting.has(hash)) return "starting";
+    const info = await this.opts.docker
+      .getContainer(DockerRunner.containerName(hash))
+      .inspect()
+      .catch((e: EngineFailure) => {
+        if (e.statusCode === 404) return undefined;
+        throw engineError(e);
+      });
+    // Removed: its data volume says whether it ever ran.
+    if (!info) return (await this.volumeExists(hash)) ? "gone" : "absent";
+    // Running but not connected from here (yet): the next ensure() adopts it.
+    if (info.State.Running) return "starting";
+    // Stopped: by this process's idle policy, or (a sidecar restarted since) cleanly by a stop.
+    if (this.idleStopped.has(hash)) return "idle-stopped";
+    return !info.State.OOMKilled && (info.State.ExitCode === 0 || info.State.ExitCode === 143) && !live ? "idle-stopped" : "gone";
   }
 
   async health(): Promise<RunnerHealth> {
@@ -281,6 +310,7 @@ export class DockerRunner implements Runner {
         // Used lately through another replica (between its turns opencode looks idle).
         if (await this.usedElsewhere(hash)) continue;
         this.forget(hash);
+        this.idleStopped.add(hash);
         await this.opts.docker.getContainer(live.containerId).stop({ t: 10 }).catch(() => {});
         // The network stays with the stopped container; only the sidecar leaves it.
         await this.networks.detachSelf(this.networks.name(hash)).catch((e: Error) => this.opts.log.warn({ user: hash, err: e.message }, "could not leave the user network"));
@@ -589,8 +619,7 @@ export class DockerRunner implements Runner {
   }
 
   private password(hash: string): string {
-    if (!this.secret) throw new Error("the docker runner is not started");
-    return createHmac("sha256", this.secret).update(`opencode-server-password:${hash}`).digest("base64url");
+    return runnerPassword(this.secret, hash);
   }
 
   private async tail(containerId: string): Promise<string> {
@@ -629,6 +658,14 @@ export class DockerRunner implements Runner {
     return this.selfId;
   }
 
+  private async volumeExists(hash: string): Promise<boolean> {
+    return this.opts.docker
+      .getVolume(DockerRunner.volumeName(hash))
+      .inspect()
+      .then(() => true)
+      .catch(() => false);
+  }
+
   private async containerExists(hash: string): Promise<boolean> {
     return this.opts.docker
       .getContainer(DockerRunner.containerName(hash))
@@ -646,23 +683,4 @@ export class DockerRunner implements Runner {
       this.opts.log.error({ runtime, known: Object.keys(info.Runtimes ?? {}) }, "RUNNER_RUNTIME is not registered with the Docker engine (daemon.json \"runtimes\"): runners will not start");
     }
   }
-}
-
-/** JSON with object keys sorted, so that equal options always hash alike. */
-function stableJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
-}
-
-type EngineFailure = Error & { statusCode?: number };
-
-/** The engine's own text (socket paths, image names) goes to the log as `cause`, not to the client. */
-function engineError(e: { message?: string }): RunnerUnavailableError {
-  if (e instanceof RunnerUnavailableError) return e;
-  const err = new RunnerUnavailableError("The Docker engine failed to run your agent runner; try again shortly", "docker_engine");
-  err.cause = { message: e.message ?? "unknown error" };
-  return err;
 }

@@ -55,7 +55,7 @@ import { freePort } from "./free-port.js";
 import { waitHealthy } from "./readiness.js";
 import { bwrapArgs } from "./sandbox.js";
 import type { CgroupLimiter, ProcessLimits, UserCgroup } from "./cgroup-limits.js";
-import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
+import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState } from "./runner.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
 const XDG_DIRS = ["data", "config", "state", "cache", "home"] as const;
@@ -102,10 +102,14 @@ interface Instance {
 
 export class LocalRunner implements Runner {
   readonly mode = "local";
+  /** Each user's opencode is a process of this machine: the workspace is on its disk. */
+  readonly workspaceReads = "disk";
   private readonly live = new Map<string, Instance>();
   /** Turns in flight per user hash; kept apart from `live` so a replaced process does not reset it. */
   private readonly inUse = new Map<string, number>();
   private readonly locks = new KeyedMutex();
+  /** How each user's last process ended (for state()): by policy (idle, memory) or not. */
+  private readonly ended = new Map<string, "idle-stopped" | "gone">();
   private stopping = false;
   private reaper?: NodeJS.Timeout;
   private recycleTimer?: NodeJS.Timeout;
@@ -153,6 +157,7 @@ export class LocalRunner implements Runner {
       } catch (e) {
         if (!this.stopping) this.problem = `opencode did not start: ${(e as Error).message}`;
         await this.retire(inst);
+        this.ended.set(space.hash, "gone");
         throw e;
       }
     } finally {
@@ -174,6 +179,17 @@ export class LocalRunner implements Runner {
       const inst = this.live.get(hash);
       if (inst) inst.lastUsed = Date.now();
     };
+  }
+
+  current(space: UserSpace): RunnerEndpoint | undefined {
+    const inst = this.live.get(space.hash);
+    return inst?.endpoint && !inst.exited && !inst.retiring ? inst.endpoint : undefined;
+  }
+
+  async state(space: UserSpace): Promise<RunnerState> {
+    const inst = this.live.get(space.hash);
+    if (inst && !inst.exited && !inst.retiring) return inst.endpoint ? "ready" : "starting";
+    return this.ended.get(space.hash) ?? "absent";
   }
 
   /** Cheap: no process is asked. Ready while the binary is there and user processes start. */
@@ -336,6 +352,7 @@ export class LocalRunner implements Runner {
   /** Stops a process (if still running) and forgets it; the user's data stays. */
   private async retire(inst: Instance): Promise<void> {
     inst.retiring = true;
+    if (!this.stopping) this.ended.set(inst.hash, "idle-stopped");
     if (this.live.get(inst.hash) === inst) this.live.delete(inst.hash);
     inst.endpoint?.events.close();
     await terminate(inst);
@@ -349,6 +366,7 @@ export class LocalRunner implements Runner {
     inst.endpoint?.events.close();
     if (this.live.get(inst.hash) === inst) this.live.delete(inst.hash);
     const fields = { user: inst.hash, pid: inst.pid, code, signal, ranS: Math.round((Date.now() - inst.startedAt) / 1000) };
+    if (!inst.retiring && !this.stopping) this.ended.set(inst.hash, "gone");
     if (inst.retiring || this.stopping) this.opts.log.info(fields, "user opencode stopped");
     else this.opts.log.error(fields, "user opencode exited; the user's next request starts a new one");
   }

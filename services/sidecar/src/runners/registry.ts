@@ -12,6 +12,7 @@ import { sandboxProblem } from "./sandbox.js";
 import type { Runner, RunnerUse } from "./runner.js";
 import type { TurnLocks } from "../sessions/chat-sessions.js";
 import { SharedRunner } from "./shared-runner.js";
+import { SwarmRunner } from "./swarm-runner.js";
 
 /** What replicas sharing a database share about runners: their start locks, their uses, the runner secret. */
 export interface SharedRunnerState {
@@ -60,7 +61,28 @@ export function createRunner(config: Config, log: Logger, shared?: SharedRunnerS
         nanoCpus: d.nanoCpus,
         pidsLimit: d.pidsLimit,
         idleTimeoutMs: d.idleTimeoutMs,
-        secret: d.secret ?? (() => (shared?.secrets ?? new FileSecrets(config.stateRoot)).get("runner-secret")),
+        secret: runnerSecret(config, shared),
+        runnerEnv: config.runnerEnv,
+        startTimeoutMs: config.runnerStartTimeoutMs,
+        log,
+        userLocks: shared?.userLocks,
+        sharedUse: shared?.use,
+      });
+    }
+    case "swarm": {
+      const d = config.docker;
+      return new SwarmRunner({
+        docker: dockerClient(d.host),
+        image: d.image,
+        network: d.network,
+        placement: config.swarm.placement,
+        selfContainer: d.selfContainer,
+        user: d.user,
+        memoryBytes: d.memoryBytes,
+        nanoCpus: d.nanoCpus,
+        pidsLimit: d.pidsLimit,
+        idleTimeoutMs: d.idleTimeoutMs,
+        secret: runnerSecret(config, shared),
         runnerEnv: config.runnerEnv,
         startTimeoutMs: config.runnerStartTimeoutMs,
         log,
@@ -69,6 +91,11 @@ export function createRunner(config: Config, log: Logger, shared?: SharedRunnerS
       });
     }
   }
+}
+
+/** RUNNER_SECRET, else one generated once and kept (in the database for replicas, else under STATE_ROOT). */
+function runnerSecret(config: Config, shared?: SharedRunnerState): string | (() => Promise<string>) {
+  return config.docker.secret ?? (() => (shared?.secrets ?? new FileSecrets(config.stateRoot)).get("runner-secret"));
 }
 
 /**

@@ -11,6 +11,10 @@
  *   (503) when the runner cannot become ready in time.
  * - `use(space)`: marks the user's runner as in use until the returned function is called;
  *   idle policies must not stop a runner in use (a turn can outlast any idle timeout).
+ * - `current(space)`: the ready endpoint this process holds for the user, if any (background
+ *   readers such as the sync use it: they must not wake a runner stopped as idle).
+ * - `state(space)`: absent → starting → ready → idle-stopped → (ready again) …, or gone (RunnerState).
+ * - `stopIdle()`: the idle policy's pass (RUNNER_IDLE_TIMEOUT): never a runner in use.
  * - `health()`: cheap probe for /readyz; never starts anything.
  * - `stop()`: ends everything this runner started (never a user's data); idempotent.
  */
@@ -25,16 +29,44 @@ export interface RunnerEndpoint {
   directory: string;
 }
 
+/**
+ * Where a user's runner is in its life, as this process can tell:
+ * - `absent`: nothing was ever started for the user (no process, container or service);
+ * - `starting`: a start is under way (ensure() waits for it);
+ * - `ready`: a healthy server this process is connected to, its event stream open;
+ * - `idle-stopped`: stopped by the idle policy; what it needs to come back is kept (the user's
+ *   data always; the container or service spec in docker and swarm modes), so the next
+ *   ensure() brings it back with the sessions it had;
+ * - `gone`: it ended without the idle policy (process killed, container or service removed,
+ *   task died, node lost); the next ensure() starts it again from the user's data.
+ * A shared server has one life for everyone: `ready`, or `gone` while it does not answer.
+ */
+export type RunnerState = "absent" | "starting" | "ready" | "idle-stopped" | "gone";
+
 export interface RunnerHealth {
   ready: boolean;
   detail: string;
 }
 
+/**
+ * Where the sidecar reads a user's workspace (knowledge-base sync, artifacts): its own disk,
+ * when the runner shares this machine's filesystem; or the runner's file API (opencode's
+ * `/file`, `/file/content`), when the runner may run on any node of a cluster.
+ */
+export type WorkspaceReads = "disk" | "runner";
+
 export interface Runner {
   readonly mode: string;
+  readonly workspaceReads: WorkspaceReads;
   start(): Promise<void>;
   ensure(space: UserSpace): Promise<RunnerEndpoint>;
   use(space: UserSpace): () => void;
+  /** The user's endpoint if this process has it ready now; never starts or wakes anything. */
+  current(space: UserSpace): RunnerEndpoint | undefined;
+  /** Where the user's runner is in its life (see RunnerState); asks the engine, never starts anything. */
+  state(space: UserSpace): Promise<RunnerState>;
+  /** Stops the runners idle past the idle timeout (also run on a timer); returns the user hashes stopped. */
+  stopIdle(now?: number): Promise<string[]>;
   health(): Promise<RunnerHealth>;
   stop(): Promise<void>;
 }

@@ -9,7 +9,7 @@ import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { waitHealthy } from "./readiness.js";
-import type { Runner, RunnerEndpoint, RunnerHealth } from "./runner.js";
+import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState } from "./runner.js";
 
 export interface SharedRunnerOptions {
   baseUrl: string;
@@ -21,6 +21,8 @@ export interface SharedRunnerOptions {
 
 export class SharedRunner implements Runner {
   readonly mode = "shared";
+  /** The shared server is expected beside the sidecar, on its filesystem (WORKSPACE_READS=runner when not). */
+  readonly workspaceReads = "disk";
   private readonly client: OpencodeClient;
   private readonly events: EventHub;
   private ready?: Promise<void>;
@@ -42,6 +44,20 @@ export class SharedRunner implements Runner {
       await this.events.waitOpen(5000);
     }
     return { client: this.client, events: this.events, directory: space.workspaceDir };
+  }
+
+  current(space: UserSpace): RunnerEndpoint | undefined {
+    return this.events.isOpen ? { client: this.client, events: this.events, directory: space.workspaceDir } : undefined;
+  }
+
+  async state(): Promise<RunnerState> {
+    if (this.events.isOpen) return "ready";
+    return this.ready ? "starting" : "gone";
+  }
+
+  /** Never stopped for idleness: the server is not the sidecar's to stop. */
+  async stopIdle(): Promise<string[]> {
+    return [];
   }
 
   /** One process for everyone, never stopped for idleness: nothing to track. */

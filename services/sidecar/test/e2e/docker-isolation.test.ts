@@ -23,6 +23,7 @@ import { DockerRunner, LABEL_MANAGED, LABEL_USER } from "../../src/runners/docke
 import { candidateSubnets, overlaps, parseSubnetPool } from "../../src/runners/docker-subnets.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { toolOutput as toolOutputOf } from "../fixtures/scripted-model.js";
 import { readSse, SIDECAR_DIR, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 import { DockerTestUsers } from "../helpers/docker-users.js";
 
@@ -86,12 +87,7 @@ async function chat(sc: InProcessSidecar, userId: string, content: string): Prom
   return { status: 200, error: events.find((e) => e.error)?.error };
 }
 
-/** What the model was handed back as the output of the tools it called for `marker`. */
-const toolOutput = (marker: string) =>
-  model.requests
-    .filter((r) => r.lastUserText.includes(marker))
-    .flatMap((r) => r.body.messages.filter((m) => m.role === "tool").map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))))
-    .join("\n");
+const toolOutput = (marker: string) => toolOutputOf(model, marker);
 
 const containersOf = (userId: string) => testUsers.containersOf(userId);
 const netName = (userId: string) => `${NETWORK}-${userHash(userId)}`;

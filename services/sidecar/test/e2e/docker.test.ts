@@ -11,6 +11,7 @@ import { DockerRunner, LABEL_MANAGED } from "../../src/runners/docker-runner.js"
 import { userHash } from "../../src/workspace/user-space.js";
 import { startOpenWebUI } from "../fixtures/openwebui-real.js";
 import { say, script, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
+import { toolOutput as toolOutputOf } from "../fixtures/scripted-model.js";
 import { startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
 import { DockerTestUsers } from "../helpers/docker-users.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
@@ -51,12 +52,7 @@ function chat(sc: InProcessSidecar, userId: string, content: string, chatId = ra
 
 const containersOf = (userId: string) => testUsers.containersOf(userId);
 const workspace = (userId: string) => path.join(root, "workspaces", userHash(userId));
-/** What the model was handed back as the output of the last tool it called for `marker`. */
-const toolOutput = (marker: string) =>
-  model.requests
-    .filter((r) => r.lastUserText.includes(marker))
-    .flatMap((r) => r.body.messages.filter((m) => m.role === "tool").map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))))
-    .join("\n");
+const toolOutput = (marker: string) => toolOutputOf(model, marker);
 
 beforeAll(async () => {
   await docker.ping();
