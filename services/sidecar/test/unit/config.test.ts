@@ -90,6 +90,10 @@ describe("loadConfig rejects bad values, naming the variable", () => {
     ["PORT", { PORT: "70000" }],
     ["RUNNER_MODE", { RUNNER_MODE: "kubernetes" }],
     ["RUNNER_MODE", { RUNNER_MODE: "Local" }],
+    ["RUNNER_PLACEMENT", { RUNNER_PLACEMENT: "node.labels.x=true" }],
+    ["RUNNER_PLACEMENT", { RUNNER_PLACEMENT: "node.role==manager,rm -rf /" }],
+    ["RUNNER_PLACEMENT", { RUNNER_PLACEMENT: "container.name==x" }],
+    ["WORKSPACE_READS", { WORKSPACE_READS: "network" }],
     ["LOG_LEVEL", { LOG_LEVEL: "verbose" }],
     ["OPENCODE_BASE_URL", { RUNNER_MODE: "shared" }],
     ["OPENCODE_BASE_URL", { OPENCODE_BASE_URL: "opencode:4096" }],
@@ -346,6 +350,18 @@ describe("artifacts", () => {
   });
 });
 
+describe("swarm runner settings", () => {
+  it("takes docker mode's runner spec, the overlay network name and the placement constraints", () => {
+    const c = loadConfig({ RUNNER_MODE: "swarm", RUNNER_NETWORK: "op-overlay", RUNNER_PLACEMENT: " node.labels.open-persona.runners==true , node.role!=manager ", RUNNER_MEMORY: "2g" }, "/srv");
+    expect(c.runnerMode).toBe("swarm");
+    expect(c.swarm.placement).toEqual(["node.labels.open-persona.runners==true", "node.role!=manager"]);
+    expect(c.docker).toMatchObject({ network: "op-overlay", memoryBytes: 2 * 1024 ** 3 });
+    expect(c.workspaceReads).toBe("auto");
+    expect(loadConfig({ RUNNER_MODE: "swarm" }, "/srv").swarm.placement).toEqual([]);
+    expect(loadConfig({ WORKSPACE_READS: "runner" }, "/srv").workspaceReads).toBe("runner");
+  });
+});
+
 describe("DATABASE_URL", () => {
   it("is taken in shared and docker mode, and refused in local mode (each replica would run its own opencode)", () => {
     const url = "postgresql://persona:s3cret@db:5432/persona";
@@ -353,7 +369,7 @@ describe("DATABASE_URL", () => {
     expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "shared", OPENCODE_BASE_URL: "http://oc:4096", DATABASE_POOL_MAX: "20" }, CWD).database).toEqual({ url, poolMax: 20 });
     const local = configError({ DATABASE_URL: url });
     expect(local.variable).toBe("DATABASE_URL");
-    expect(local.message).toMatch(/RUNNER_MODE=shared or docker/);
+    expect(local.message).toMatch(/RUNNER_MODE=shared, docker or swarm/);
     expect(loadConfig({}, CWD).database).toBeUndefined();
   });
 
