@@ -373,8 +373,10 @@ export class SwarmRunner implements Runner {
    * is down), then until opencode answers over HTTP, then opens its event stream.
    */
   private async connect(hash: string, service: Service, replaced = new Set<string>()): Promise<Live> {
-    const deadline = Date.now() + this.opts.startTimeoutMs;
+    const started = Date.now();
+    const deadline = started + this.opts.startTimeoutMs;
     const taskId = await this.waitRunning(hash, service, deadline, replaced);
+    const runningMs = Date.now() - started;
     const url = `http://${SwarmRunner.serviceName(hash)}:${OPENCODE_PORT}`;
     const auth = { username: "opencode", password: this.password(hash) };
     const viaFetch = this.opts.fetch ?? fetch;
@@ -390,12 +392,15 @@ export class SwarmRunner implements Runner {
       this.opts.log.error({ user: hash, err: e.message }, "runner service did not become healthy");
       throw new RunnerUnavailableError(`Your agent runner did not become ready: ${e instanceof ApiError ? e.message : "it did not answer"}`, "runner_timeout");
     });
+    const healthyMs = Date.now() - started;
     const events = new EventHub(client, this.opts.log.child({ runner: "swarm", user: hash }));
     events.start();
     if (!(await events.waitOpen(10_000))) {
       events.close();
       throw new RunnerUnavailableError("The runner's event stream did not open", "runner_events");
     }
+    // Where a start's time goes (the bench reads these): the task scheduled and running, opencode answering, its events.
+    this.opts.log.info({ user: hash, task: taskId.slice(0, 12), runningMs, healthyMs, readyMs: Date.now() - started }, "runner service connected");
     const live: Live = { endpoint: { client, events, directory: WORKSPACE }, taskId, lastUsed: Date.now() };
     this.live.set(hash, live);
     return live;
