@@ -25,7 +25,11 @@ npm run --silent build >/dev/null
 node="$(readlink -f "$(command -v node)")"
 # The packages `npm ci --omit=dev` would install (the Dockerfile's), as installed here: top-level
 # ones only (a package's own node_modules comes with it).
-deps="$({ npm ls --omit=dev --all --parseable 2>/dev/null || true; } | sed -n "s|^$root/node_modules/||p" | grep -vE '/node_modules/' | grep -vE '^@[^/]+$' | LC_ALL=C sort -u)"
+parseable="$({ npm ls --omit=dev --all --parseable 2>/dev/null || true; })"
+top_level() { sed -n "s|^$root/$1/||p" <<<"$parseable" | grep -vE '/node_modules/' | grep -vE '^@[^/]+$' | LC_ALL=C sort -u || true; }
+deps="$(top_level node_modules)"
+# What npm could not hoist (another version of it is at the top) sits in the workspace's own node_modules.
+own_deps="$(top_level services/sidecar/node_modules)"
 [ -n "$deps" ] || { echo "npm ls found no production dependencies in node_modules" >&2; exit 1; }
 
 # dist and bin by content (a rebuild rewrites identical files); node_modules by listing.
@@ -33,7 +37,7 @@ hash="$( {
   cat "$0" "$root/scripts/image-lib.sh" package.json package-lock.json services/sidecar/package.json
   find services/sidecar/dist services/sidecar/bin -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   # shellcheck disable=SC2086 # one package a word
-  listing "$node" $(printf 'node_modules/%s ' $deps)
+  listing "$node" $(printf 'node_modules/%s ' $deps) ${own_deps:+$(printf 'services/sidecar/node_modules/%s ' $own_deps)}
 } | inputs_hash)"
 if image_current "$image" "$hash"; then
   echo "$image is up to date (local stand-in, inputs $hash)"
@@ -49,6 +53,7 @@ mkdir -p "$rootfs/app/services/sidecar" "$rootfs/app/node_modules" "$rootfs/usr/
 cp package.json "$rootfs/app/"
 cp -r services/sidecar/package.json services/sidecar/dist services/sidecar/bin "$rootfs/app/services/sidecar/"
 for dep in $deps; do copy_tree "node_modules/$dep" "$rootfs/app/node_modules/$dep"; done
+for dep in $own_deps; do copy_tree "services/sidecar/node_modules/$dep" "$rootfs/app/services/sidecar/node_modules/$dep"; done
 cp "$node" "$rootfs/usr/local/bin/node"
 printf '%s\0' "$node" | copy_libs "$rootfs"
 add_busybox "$rootfs"

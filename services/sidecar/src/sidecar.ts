@@ -25,6 +25,8 @@ import { FileResponseStore } from "./responses/response-store.js";
 import { PgPresence } from "./db/pg-presence.js";
 import { PgResponseStore } from "./db/pg-response-store.js";
 import { userSpace } from "./workspace/user-space.js";
+import { diskWorkspaces } from "./workspace/disk-workspace-files.js";
+import { runnerWorkspaces } from "./workspace/runner-workspace-files.js";
 import { ArtifactService } from "./artifacts/artifact-service.js";
 import { FileArtifactStore } from "./artifacts/artifact-store.js";
 import { FileSecrets } from "./config/persistent-secret.js";
@@ -59,6 +61,10 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
   // Secrets the sidecar makes itself: one STATE_ROOT's, or, with replicas, the database's.
   const secrets = db ? new PgSecrets(db) : new FileSecrets(config.stateRoot);
   const runner = createRunner(config, log, db && { userLocks: new PgTurnLocks(db, log.child({ component: "db" }), "runner"), use: new PgRunnerUse(db, log.child({ component: "db" })), secrets });
+  // Where the sync and the artifacts read workspaces: WORKSPACE_READS, `auto` the runner mode's own choice.
+  const reads = config.workspaceReads === "auto" ? runner.workspaceReads : config.workspaceReads;
+  const workspaces = reads === "runner" ? runnerWorkspaces(runner) : diskWorkspaces;
+  log.info({ workspaceReads: reads }, "where workspaces are read (WORKSPACE_READS)");
   const sync = config.sync
     ? new SyncService({
         client: new OpenWebUIClient({ baseUrl: config.sync.openwebuiUrl, apiKey: config.sync.apiKey }),
@@ -67,6 +73,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
         stateRoot: config.stateRoot,
         // Replicas share the outbox, manifest and KB id (each change sent once); else files.
         store: db ? new PgSyncStore(db, log.child({ component: "sync" })) : new FileSyncStore({ stateRoot: config.stateRoot, log: log.child({ component: "sync" }) }),
+        workspaces,
         kbPrefix: config.sync.kbPrefix,
         debounceMs: config.sync.debounceMs,
         maxDelayMs: Math.max(5000, config.sync.debounceMs * 4),
@@ -80,6 +87,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     ? new ArtifactService({
         // The workspace rules of the sync (secrets, ignored paths…), whatever its own settings.
         filter: new SyncFilter({ maxBytes: config.artifacts.maxBytes, allowHtml: true }),
+        workspaces,
         store: db ? new PgArtifactStore(db) : new FileArtifactStore(config.stateRoot),
         signingKey: async () => config.artifacts!.signingKey ?? (await secrets.get("artifact-key")),
         maxBytes: config.artifacts.maxBytes,
@@ -120,6 +128,7 @@ export function buildSidecar(config: Config, log: Logger): Sidecar {
     start: async () => {
       void checkModel(modelSetup(config.runnerEnv), log.child({ component: "model" }));
       // Before anything is served: the schema replicas share, migrated once whoever starts first.
+      await db?.waitReachable(config.database!.connectWithinMs);
       await db?.migrate();
       await presence?.start();
       await runner.start();

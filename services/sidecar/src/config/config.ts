@@ -74,8 +74,8 @@ export interface Config {
   artifacts?: ArtifactsConfig;
   /** PUBLIC_BASE_URL: how browsers reach the sidecar (artifact links); default: the request's origin. */
   publicBaseUrl?: string;
-  /** DATABASE_URL: state shared by replicas lives in PostgreSQL; absent: files (one process). */
-  database?: { url: string; poolMax: number };
+  /** DATABASE_URL, the pool size, and how long the start waits for the database to take connections (DATABASE_CONNECT_TIMEOUT_S). */
+  database?: { url: string; poolMax: number; connectWithinMs: number };
 }
 
 export interface ArtifactsConfig {
@@ -330,7 +330,7 @@ function databaseConfig(env: Env, runnerMode: RunnerMode): Config["database"] {
     // Each replica would run its own opencode over the same workspaces and sessions.
     throw new ConfigError("DATABASE_URL", "replicas need RUNNER_MODE=shared, docker or swarm: local mode runs opencode inside each sidecar process, which cannot be shared");
   }
-  return { url: raw, poolMax: int(env, "DATABASE_POOL_MAX", 100, 4, 10_000) };
+  return { url: raw, poolMax: int(env, "DATABASE_POOL_MAX", 100, 4, 10_000), connectWithinMs: int(env, "DATABASE_CONNECT_TIMEOUT_S", 60, 0, 3600) * 1000 };
 }
 
 export function loadConfig(rawEnv: Env = process.env, cwd = process.cwd()): Config {

@@ -8,6 +8,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { runner } from "node-pg-migrate";
+import pRetry from "p-retry";
 import pg from "pg";
 import { ApiError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
@@ -48,6 +49,23 @@ export class Database {
     });
     // An idle client's error (the server restarted) must not crash the process.
     this.pool.on("error", (e) => opts.log.warn({ err: e.message }, "database connection lost"));
+  }
+
+  /**
+   * Waits (bounded) for the database to take connections: at a deployment's first start the
+   * sidecar may be up before PostgreSQL (a stack starts its services in no order). Throws the
+   * last failure once `withinMs` has passed.
+   */
+  async waitReachable(withinMs: number): Promise<void> {
+    const deadline = Date.now() + withinMs;
+    await pRetry(async () => (await this.connect()).release(), {
+      retries: 1000,
+      minTimeout: 250,
+      maxTimeout: 5000,
+      randomize: true,
+      shouldRetry: () => Date.now() < deadline,
+      onFailedAttempt: (e) => this.opts.log.warn({ attempt: e.attemptNumber, err: (e.cause as Error | undefined)?.message ?? e.message }, "database not reachable yet; retrying"),
+    });
   }
 
   /** Brings the schema up to date; safe when several replicas start at once. */

@@ -4,6 +4,7 @@
  * on one database — plus what only PostgreSQL promises: a replica that dies frees its locks
  * and slots at once, and migrations run once however many replicas start together.
  */
+import net from "node:net";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,6 +77,39 @@ describe("PostgreSQL only", () => {
     // The dead connections' releases fail quietly (and hand the broken clients back).
     await dyingLock();
     await dyingSlot!();
+  });
+
+  it("waits at start for a database that comes up later, and gives up at its deadline", async () => {
+    // A port nothing listens on yet: the database "starts" 1.5 s later (a forwarder to the real one).
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, "127.0.0.1", () => {
+        const p = (probe.address() as net.AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    const real = new URL(testDb.url);
+    const late = new URL(testDb.url);
+    late.host = `127.0.0.1:${port}`;
+    const forwarder = net.createServer((c) => {
+      const up = net.connect(Number(real.port), real.hostname);
+      for (const s of [c, up]) s.on("error", () => (c.destroy(), up.destroy()));
+      c.pipe(up).pipe(c);
+    });
+    const db = new Database({ url: late.toString(), poolMax: 2, log });
+    const started = Date.now();
+    const waiting = db.waitReachable(20_000);
+    setTimeout(() => forwarder.listen(port, "127.0.0.1"), 1500);
+    await waiting;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    expect((await db.query<{ one: number }>("select 1 as one")).rows[0]!.one).toBe(1);
+    await db.close();
+    await new Promise((r) => forwarder.close(r));
+
+    const down = new Database({ url: "postgresql://nobody:nothing@127.0.0.1:1/none", poolMax: 2, log });
+    const t0 = Date.now();
+    await expect(down.waitReachable(1500)).rejects.toMatchObject({ status: 503, code: "database_unavailable" });
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    await down.close();
   });
 
   it("answers 503 database_unavailable when the database cannot be reached", async () => {

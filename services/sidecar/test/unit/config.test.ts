@@ -365,8 +365,8 @@ describe("swarm runner settings", () => {
 describe("DATABASE_URL", () => {
   it("is taken in shared and docker mode, and refused in local mode (each replica would run its own opencode)", () => {
     const url = "postgresql://persona:s3cret@db:5432/persona";
-    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "docker" }, CWD).database).toEqual({ url, poolMax: 100 });
-    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "shared", OPENCODE_BASE_URL: "http://oc:4096", DATABASE_POOL_MAX: "20" }, CWD).database).toEqual({ url, poolMax: 20 });
+    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "docker" }, CWD).database).toEqual({ url, poolMax: 100, connectWithinMs: 60_000 });
+    expect(loadConfig({ DATABASE_URL: url, RUNNER_MODE: "shared", OPENCODE_BASE_URL: "http://oc:4096", DATABASE_POOL_MAX: "20" }, CWD).database).toEqual({ url, poolMax: 20, connectWithinMs: 60_000 });
     const local = configError({ DATABASE_URL: url });
     expect(local.variable).toBe("DATABASE_URL");
     expect(local.message).toMatch(/RUNNER_MODE=shared, docker or swarm/);
