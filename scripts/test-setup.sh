@@ -61,3 +61,4 @@ bash scripts/openwebui-setup.sh
 # The compose stack's images as stand-ins from local files (compose-stack.test.ts): the sidecar's
 # and, from the virtualenv above, Open WebUI's. Rebuilt only when their inputs changed.
 bash scripts/local-images.sh
+bash scripts/swarm-setup.sh  # a swarm manager for RUNNER_MODE=swarm, reachable by swarm-workers.sh workers
