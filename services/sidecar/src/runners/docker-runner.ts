@@ -45,6 +45,7 @@ import { LocalTurnLocks, type TurnLocks } from "../sessions/chat-sessions.js";
 import type { UserSpace } from "../workspace/user-space.js";
 import { engineError, PasswordRejectedError, runnerPassword, stableJson, type EngineFailure } from "./engine-runner-common.js";
 import { runnerProcessEnv } from "./opencode-config.js";
+import { anySessionBusy, RunnerUses } from "./runner-uses.js";
 import { waitHealthy } from "./readiness.js";
 import { RunnerNetworks, SubnetPoolExhaustedError } from "./docker-network.js";
 import { findSelfContainer, type SelfContainerSetting } from "./docker-self.js";
@@ -119,15 +120,12 @@ interface Live {
   stale?: string;
 }
 
-/** Turns in flight per user hash; kept apart from `live` so a reconnect does not reset it. */
-type InUse = Map<string, number>;
-
 export class DockerRunner implements Runner {
   readonly mode = "docker";
   /** Runners share this host's filesystem: their workspaces are bind mounts of it. */
   readonly workspaceReads = "disk";
   private readonly live = new Map<string, Live>();
-  private readonly inUse: InUse = new Map();
+  private readonly uses: RunnerUses;
   private readonly locks: TurnLocks;
   private reaper?: NodeJS.Timeout;
   private selfId?: Promise<string | undefined>;
@@ -141,6 +139,8 @@ export class DockerRunner implements Runner {
 
   constructor(private readonly opts: DockerRunnerOptions) {
     this.locks = opts.userLocks ?? new LocalTurnLocks();
+    // Kept apart from `live`, so that a reconnect does not reset them.
+    this.uses = new RunnerUses(opts.log, opts.sharedUse);
     this.networks = new RunnerNetworks({ docker: opts.docker, prefix: opts.network, pool: opts.subnetPool, self: () => this.self(), log: opts.log });
   }
 
@@ -238,21 +238,12 @@ export class DockerRunner implements Runner {
   }
 
   use(space: UserSpace): () => void {
-    const hash = space.hash;
-    this.opts.sharedUse?.touch(hash);
-    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const left = (this.inUse.get(hash) ?? 1) - 1;
-      if (left > 0) this.inUse.set(hash, left);
-      else this.inUse.delete(hash);
-      const live = this.live.get(hash);
+    return this.uses.use(space.hash, () => {
+      const live = this.live.get(space.hash);
       if (live) live.lastUsed = Date.now();
-      this.opts.sharedUse?.touch(hash);
-    };
+    });
   }
+
 
   current(space: UserSpace): RunnerEndpoint | undefined {
     return this.live.get(space.hash)?.endpoint;
@@ -302,13 +293,13 @@ export class DockerRunner implements Runner {
   async stopIdle(now = Date.now()): Promise<string[]> {
     const stopped: string[] = [];
     for (const [hash, live] of [...this.live]) {
-      if (now - live.lastUsed < this.opts.idleTimeoutMs || this.inUse.has(hash)) continue;
+      if (now - live.lastUsed < this.opts.idleTimeoutMs || this.uses.has(hash)) continue;
       const unlock = await this.locks.acquire(hash);
       try {
-        if (this.live.get(hash) !== live || now - live.lastUsed < this.opts.idleTimeoutMs || this.inUse.has(hash)) continue;
-        if (await this.busy(live.endpoint)) continue;
+        if (this.live.get(hash) !== live || now - live.lastUsed < this.opts.idleTimeoutMs || this.uses.has(hash)) continue;
+        if (await anySessionBusy(live.endpoint)) continue;
         // Used lately through another replica (between its turns opencode looks idle).
-        if (await this.usedElsewhere(hash)) continue;
+        if (await this.uses.usedElsewhere(hash, this.opts.idleTimeoutMs)) continue;
         this.forget(hash);
         this.idleStopped.add(hash);
         await this.opts.docker.getContainer(live.containerId).stop({ t: 10 }).catch(() => {});
@@ -321,24 +312,6 @@ export class DockerRunner implements Runner {
       }
     }
     return stopped;
-  }
-
-  /** Whether another replica used the runner within the idle timeout (a database that does not answer: assume so). */
-  private async usedElsewhere(hash: string): Promise<boolean> {
-    if (!this.opts.sharedUse) return false;
-    return this.opts.sharedUse.usedWithin(hash, this.opts.idleTimeoutMs).catch((e: Error) => {
-      this.opts.log.warn({ user: hash, err: e.message }, "cannot tell whether another replica uses this runner: keeping it");
-      return true;
-    });
-  }
-
-  private async busy(ep: RunnerEndpoint): Promise<boolean> {
-    try {
-      const status = await ep.client.sessionStatus(ep.directory);
-      return Object.values(status).some((s) => s.type !== "idle");
-    } catch {
-      return false;
-    }
   }
 
   /**
@@ -380,8 +353,8 @@ export class DockerRunner implements Runner {
 
   /** No turn runs in the runner: none of this sidecar's beyond `ownUses`, no busy opencode session. */
   private async idle(hash: string, live: Live, ownUses: number): Promise<boolean> {
-    if ((this.inUse.get(hash) ?? 0) > ownUses) return false;
-    return !(await this.busy(live.endpoint));
+    if (this.uses.count(hash) > ownUses) return false;
+    return !(await anySessionBusy(live.endpoint));
   }
 
   private forget(hash: string): void {

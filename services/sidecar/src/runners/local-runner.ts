@@ -56,6 +56,7 @@ import { waitHealthy } from "./readiness.js";
 import { bwrapArgs } from "./sandbox.js";
 import type { CgroupLimiter, ProcessLimits, UserCgroup } from "./cgroup-limits.js";
 import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState } from "./runner.js";
+import { RunnerUses } from "./runner-uses.js";
 
 const TIE_SCRIPT = fileURLToPath(new URL("../../bin/tie-to-parent.sh", import.meta.url));
 const XDG_DIRS = ["data", "config", "state", "cache", "home"] as const;
@@ -106,7 +107,7 @@ export class LocalRunner implements Runner {
   readonly workspaceReads = "disk";
   private readonly live = new Map<string, Instance>();
   /** Turns in flight per user hash; kept apart from `live` so a replaced process does not reset it. */
-  private readonly inUse = new Map<string, number>();
+  private readonly uses: RunnerUses;
   private readonly locks = new KeyedMutex();
   /** How each user's last process ended (for state()): by policy (idle, memory) or not. */
   private readonly ended = new Map<string, "idle-stopped" | "gone">();
@@ -116,7 +117,9 @@ export class LocalRunner implements Runner {
   /** Why the runner cannot serve (no binary, or the latest start failed); cleared by a good start. */
   private problem?: string;
 
-  constructor(private readonly opts: LocalRunnerOptions) {}
+  constructor(private readonly opts: LocalRunnerOptions) {
+    this.uses = new RunnerUses(opts.log);
+  }
 
   /** Spawns nothing: processes start on demand. */
   async start(): Promise<void> {
@@ -167,19 +170,12 @@ export class LocalRunner implements Runner {
 
   /** Counts the user's turns in flight: their process is only stopped between turns. */
   use(space: UserSpace): () => void {
-    const hash = space.hash;
-    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const left = (this.inUse.get(hash) ?? 1) - 1;
-      if (left > 0) this.inUse.set(hash, left);
-      else this.inUse.delete(hash);
-      const inst = this.live.get(hash);
+    return this.uses.use(space.hash, () => {
+      const inst = this.live.get(space.hash);
       if (inst) inst.lastUsed = Date.now();
-    };
+    });
   }
+
 
   current(space: UserSpace): RunnerEndpoint | undefined {
     const inst = this.live.get(space.hash);
@@ -189,7 +185,8 @@ export class LocalRunner implements Runner {
   async state(space: UserSpace): Promise<RunnerState> {
     const inst = this.live.get(space.hash);
     if (inst && !inst.exited && !inst.retiring) return inst.endpoint ? "ready" : "starting";
-    return this.ended.get(space.hash) ?? "absent";
+    // Ended before this process started (a sidecar restart): its data says it ran.
+    return this.ended.get(space.hash) ?? (fs.existsSync(path.join(space.stateDir, "opencode", "data")) ? "gone" : "absent");
   }
 
   /** Cheap: no process is asked. Ready while the binary is there and user processes start. */
@@ -214,7 +211,7 @@ export class LocalRunner implements Runner {
    * process's password, so `use()` sees every turn that runs on it.
    */
   async stopIdle(now = Date.now()): Promise<string[]> {
-    const idle = (inst: Instance) => this.live.get(inst.hash) === inst && !this.inUse.has(inst.hash) && now - inst.lastUsed >= this.opts.idleTimeoutMs;
+    const idle = (inst: Instance) => this.live.get(inst.hash) === inst && !this.uses.has(inst.hash) && now - inst.lastUsed >= this.opts.idleTimeoutMs;
     return this.retireWhere(idle, (inst) =>
       this.opts.log.info({ user: inst.hash, idleS: Math.round((now - inst.lastUsed) / 1000) }, "stopping an idle user's opencode (data kept)"),
     );
@@ -225,7 +222,7 @@ export class LocalRunner implements Runner {
     const max = this.opts.maxRssBytes;
     if (!max) return [];
     const bloated = (inst: Instance) =>
-      this.live.get(inst.hash) === inst && !!inst.endpoint && !this.inUse.has(inst.hash) && treeRssBytes(inst.pid) > max;
+      this.live.get(inst.hash) === inst && !!inst.endpoint && !this.uses.has(inst.hash) && treeRssBytes(inst.pid) > max;
     return this.retireWhere(bloated, (inst) =>
       this.opts.log.info(
         { user: inst.hash, pid: inst.pid, turns: inst.turns, rssMiB: Math.round(treeRssBytes(inst.pid) / 2 ** 20), maxMiB: Math.round(max / 2 ** 20) },

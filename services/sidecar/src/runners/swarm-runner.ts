@@ -38,6 +38,7 @@ import { LABEL_MANAGED, LABEL_SPEC, LABEL_USER } from "./docker-runner.js";
 import { engineError as engineFailure, PasswordRejectedError, runnerPassword, stableJson, type EngineFailure } from "./engine-runner-common.js";
 import { findSelfContainer, type SelfContainerSetting } from "./docker-self.js";
 import { runnerProcessEnv } from "./opencode-config.js";
+import { anySessionBusy, RunnerUses } from "./runner-uses.js";
 import { waitHealthy } from "./readiness.js";
 import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState, RunnerUse } from "./runner.js";
 import { nodeFacts, pickNode } from "./swarm-placement.js";
@@ -102,7 +103,7 @@ export class SwarmRunner implements Runner {
   /** A runner may be on any node: its workspace is read through its own file API. */
   readonly workspaceReads = "runner";
   private readonly live = new Map<string, Live>();
-  private readonly inUse = new Map<string, number>();
+  private readonly uses: RunnerUses;
   private readonly starting = new Set<string>();
   private readonly locks: TurnLocks;
   private reaper?: NodeJS.Timeout;
@@ -113,6 +114,7 @@ export class SwarmRunner implements Runner {
 
   constructor(private readonly opts: SwarmRunnerOptions) {
     this.locks = opts.userLocks ?? new LocalTurnLocks();
+    this.uses = new RunnerUses(opts.log, opts.sharedUse);
   }
 
   static serviceName(hash: string): string {
@@ -194,21 +196,12 @@ export class SwarmRunner implements Runner {
   }
 
   use(space: UserSpace): () => void {
-    const hash = space.hash;
-    this.opts.sharedUse?.touch(hash);
-    this.inUse.set(hash, (this.inUse.get(hash) ?? 0) + 1);
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const left = (this.inUse.get(hash) ?? 1) - 1;
-      if (left > 0) this.inUse.set(hash, left);
-      else this.inUse.delete(hash);
-      const live = this.live.get(hash);
+    return this.uses.use(space.hash, () => {
+      const live = this.live.get(space.hash);
       if (live) live.lastUsed = Date.now();
-      this.opts.sharedUse?.touch(hash);
-    };
+    });
   }
+
 
   current(space: UserSpace): RunnerEndpoint | undefined {
     const live = this.live.get(space.hash);
@@ -248,15 +241,19 @@ export class SwarmRunner implements Runner {
    */
   async stopIdle(now = Date.now()): Promise<string[]> {
     const stopped: string[] = [];
-    const idle = (hash: string, live: Live) => this.live.get(hash) === live && now - live.lastUsed >= this.opts.idleTimeoutMs && !this.inUse.has(hash);
+    const idle = (hash: string, live: Live) => this.live.get(hash) === live && now - live.lastUsed >= this.opts.idleTimeoutMs && !this.uses.has(hash);
     for (const [hash, live] of [...this.live]) {
       if (!idle(hash, live)) continue;
       const unlock = await this.locks.acquire(hash);
       try {
-        if (!idle(hash, live) || (await this.busy(live.endpoint)) || (await this.usedElsewhere(hash))) continue;
+        if (!idle(hash, live) || (await anySessionBusy(live.endpoint)) || (await this.uses.usedElsewhere(hash, this.opts.idleTimeoutMs))) continue;
         this.forget(hash);
         const service = await this.inspect(hash);
         if (service && replicas(service) > 0) await this.update(service, { ...service.Spec!, Mode: { Replicated: { Replicas: 0 } } });
+        // Stopped when this returns, as in the other modes: a scale-up right after must not meet
+        // the old task still running (Swarm scales down asynchronously; bounded by its stop grace).
+        const until = Date.now() + 15_000;
+        while (Date.now() < until && (await this.tasks(hash)).some(isRunning)) await new Promise((r) => setTimeout(r, TASK_POLL_MS));
         this.opts.log.info({ user: hash }, "scaled idle runner service to zero (spec and data kept)");
         stopped.push(hash);
       } catch (e) {
@@ -266,23 +263,6 @@ export class SwarmRunner implements Runner {
       }
     }
     return stopped;
-  }
-
-  private async usedElsewhere(hash: string): Promise<boolean> {
-    if (!this.opts.sharedUse) return false;
-    return this.opts.sharedUse.usedWithin(hash, this.opts.idleTimeoutMs).catch((e: Error) => {
-      this.opts.log.warn({ user: hash, err: e.message }, "cannot tell whether another replica uses this runner: keeping it");
-      return true;
-    });
-  }
-
-  private async busy(ep: RunnerEndpoint): Promise<boolean> {
-    try {
-      const status = await ep.client.sessionStatus(ep.directory);
-      return Object.values(status).some((s) => s.type !== "idle");
-    } catch {
-      return false;
-    }
   }
 
   /**
@@ -311,7 +291,7 @@ export class SwarmRunner implements Runner {
   /** Updates a stale service when no turn runs in it; else keeps it for now. */
   private async refreshIfIdle(hash: string, live: Live, ownUses: number): Promise<Live> {
     if (!live.stale) return live;
-    if ((this.inUse.get(hash) ?? 0) > ownUses || (await this.busy(live.endpoint))) {
+    if (this.uses.count(hash) > ownUses || (await anySessionBusy(live.endpoint))) {
       this.opts.log.debug({ user: hash, reason: live.stale }, "runner service is out of date but busy: updated later");
       return live;
     }
