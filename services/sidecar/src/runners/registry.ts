@@ -48,49 +48,33 @@ export function createRunner(config: Config, log: Logger, shared?: SharedRunnerS
       });
     case "docker": {
       const d = config.docker;
-      return new DockerRunner({
-        docker: dockerClient(d.host),
-        image: d.image,
-        network: d.network,
-        subnetPool: d.subnetPool,
-        runtime: d.runtime,
-        selfContainer: d.selfContainer,
-        workspaceHostRoot: d.workspaceHostRoot,
-        user: d.user,
-        memoryBytes: d.memoryBytes,
-        nanoCpus: d.nanoCpus,
-        pidsLimit: d.pidsLimit,
-        idleTimeoutMs: d.idleTimeoutMs,
-        secret: runnerSecret(config, shared),
-        runnerEnv: config.runnerEnv,
-        startTimeoutMs: config.runnerStartTimeoutMs,
-        log,
-        userLocks: shared?.userLocks,
-        sharedUse: shared?.use,
-      });
+      return new DockerRunner({ ...containerRunner(config, log, shared), subnetPool: d.subnetPool, runtime: d.runtime, workspaceHostRoot: d.workspaceHostRoot });
     }
-    case "swarm": {
-      const d = config.docker;
-      return new SwarmRunner({
-        docker: dockerClient(d.host),
-        image: d.image,
-        network: d.network,
-        placement: config.swarm.placement,
-        selfContainer: d.selfContainer,
-        user: d.user,
-        memoryBytes: d.memoryBytes,
-        nanoCpus: d.nanoCpus,
-        pidsLimit: d.pidsLimit,
-        idleTimeoutMs: d.idleTimeoutMs,
-        secret: runnerSecret(config, shared),
-        runnerEnv: config.runnerEnv,
-        startTimeoutMs: config.runnerStartTimeoutMs,
-        log,
-        userLocks: shared?.userLocks,
-        sharedUse: shared?.use,
-      });
-    }
+    case "swarm":
+      return new SwarmRunner({ ...containerRunner(config, log, shared), placement: config.swarm.placement });
   }
+}
+
+/** What docker and swarm modes build runners from alike: the engine, the container spec, the secret, the shared state. */
+function containerRunner(config: Config, log: Logger, shared?: SharedRunnerState) {
+  const d = config.docker;
+  return {
+    docker: dockerClient(d.host),
+    image: d.image,
+    network: d.network,
+    selfContainer: d.selfContainer,
+    user: d.user,
+    memoryBytes: d.memoryBytes,
+    nanoCpus: d.nanoCpus,
+    pidsLimit: d.pidsLimit,
+    idleTimeoutMs: d.idleTimeoutMs,
+    secret: runnerSecret(config, shared),
+    runnerEnv: config.runnerEnv,
+    startTimeoutMs: config.runnerStartTimeoutMs,
+    log,
+    userLocks: shared?.userLocks,
+    sharedUse: shared?.use,
+  };
 }
 
 /** RUNNER_SECRET, else one generated once and kept (in the database for replicas, else under STATE_ROOT). */
