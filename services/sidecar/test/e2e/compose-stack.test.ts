@@ -21,7 +21,7 @@ import { LABEL_MANAGED, LABEL_USER, DockerRunner } from "../../src/runners/docke
 import { freePort } from "../../src/runners/free-port.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { script, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
-import { SIDECAR_DIR, tempDir, waitFor } from "../helpers/harness.js";
+import { SIDECAR_DIR, tempDir, waitFor, cleanupStep } from "../helpers/harness.js";
 import { httpCall } from "../helpers/http-call.js";
 import { sendMessage, waitForReply, type OpenWebUIApi, type SentMessage, type SignedIn } from "../helpers/openwebui-chat.js";
 
@@ -148,14 +148,7 @@ beforeAll(async () => {
 }, 660_000);
 
 afterAll(async () => {
-  // Each step on its own: one failing must not leave the others' objects behind.
-  const step = async (what: string, fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (e) {
-      console.warn(`cleanup: ${what}: ${(e as Error).message}`);
-    }
-  };
+  const step = cleanupStep;
   if (envFile) await step("docker-compose down", () => compose(["down", "--volumes", "--remove-orphans", "--timeout", "10"]));
   await step("runners", async () => {
     for (const c of await runners()) {

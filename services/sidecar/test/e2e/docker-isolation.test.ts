@@ -24,7 +24,7 @@ import { candidateSubnets, overlaps, parseSubnetPool } from "../../src/runners/d
 import { userHash } from "../../src/workspace/user-space.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { toolOutput as toolOutputOf } from "../fixtures/scripted-model.js";
-import { readSse, SIDECAR_DIR, startSidecar, tempDir, waitFor, type InProcessSidecar } from "../helpers/harness.js";
+import { readSse, SIDECAR_DIR, startSidecar, tempDir, waitFor, type InProcessSidecar, cleanupStep } from "../helpers/harness.js";
 import { DockerTestUsers } from "../helpers/docker-users.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
@@ -164,14 +164,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  // Every step on its own: one failing (the engine gone) must not leave the others behind.
-  const step = async (what: string, fn: () => unknown) => {
-    try {
-      await fn();
-    } catch (e) {
-      console.warn(`cleanup: ${what}: ${(e as Error).message}`);
-    }
-  };
+  const step = cleanupStep;
   if (firewallOn) await step("firewall", () => firewall("--remove"));
   if (metaIf) await step("metadata interface", () => execFileSync("ip", ["link", "del", META_IF], { stdio: "ignore" }));
   await step("metadata server", () => new Promise((r) => metaServer?.close(r) ?? r(null)));

@@ -24,7 +24,7 @@ import { SwarmRunner } from "../../src/runners/swarm-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
-import { SIDECAR_DIR, waitFor } from "../helpers/harness.js";
+import { SIDECAR_DIR, waitFor, cleanupStep } from "../helpers/harness.js";
 import { cleanSwarm, execOnNode, LABEL_MANAGED, manager, node, runningTask, runOnNode, tasksOf, volumeOn, workersDown, workersUp } from "../helpers/swarm.js";
 
 const run = promisify(execFile);
@@ -65,13 +65,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  const step = async (what: string, fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (e) {
-      console.warn(`cleanup: ${what}: ${(e as Error).message}`);
-    }
-  };
+  const step = cleanupStep;
   // The sidecar leaves the overlay network with it, so it goes first.
   await step("sidecar", () => manager.getContainer(SIDECAR).remove({ force: true }));
   await step("services, volumes, networks", () => cleanSwarm(PREFIX, users.flatMap((u) => [wsVolume(u), dataVolume(u)]).concat(`${PREFIX}-probe-ws`)));

@@ -25,7 +25,7 @@ import { freePort } from "../../src/runners/free-port.js";
 import { SwarmRunner } from "../../src/runners/swarm-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { script, scriptedOpencodeConfig, startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.js";
-import { SIDECAR_DIR, tempDir, waitFor } from "../helpers/harness.js";
+import { SIDECAR_DIR, tempDir, waitFor, cleanupStep } from "../helpers/harness.js";
 import { httpCall } from "../helpers/http-call.js";
 import { sendMessage, waitForReply, type OpenWebUIApi, type SentMessage, type SignedIn } from "../helpers/openwebui-chat.js";
 import { ensureSwarm } from "../helpers/swarm.js";
@@ -230,14 +230,7 @@ beforeAll(async () => {
 }, 660_000);
 
 afterAll(async () => {
-  // Each step on its own: one failing must not leave the others' objects behind.
-  const step = async (what: string, fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (e) {
-      console.warn(`cleanup: ${what}: ${(e as Error).message}`);
-    }
-  };
+  const step = cleanupStep;
   // The runner services are the sidecars', not the stack's; they go first, so that
   // `docker stack rm` can remove their network.
   await step("runner services", async () => {

@@ -16,7 +16,7 @@ import { LABEL_NODE, SwarmRunner } from "../../src/runners/swarm-runner.js";
 import { userHash } from "../../src/workspace/user-space.js";
 import { say, scriptedOpencodeConfig, startScriptedModel, toolOutput, type ScriptedModel } from "../fixtures/scripted-model.js";
 import { gatewayChat } from "../helpers/gateway-chat.js";
-import { tempDir, waitFor } from "../helpers/harness.js";
+import { tempDir, waitFor, cleanupStep } from "../helpers/harness.js";
 import { refreshSidecarImage, startSidecarContainer, type SidecarContainer } from "../helpers/sidecar-container.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
@@ -111,13 +111,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  const step = async (what: string, fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-    } catch (e) {
-      console.warn(`cleanup: ${what}: ${(e as Error).message}`);
-    }
-  };
+  const step = cleanupStep;
   for (const sc of sidecars) await step(`sidecar ${sc.name}`, () => sc.remove());
   const services = await docker.listServices({ filters: { label: [`open-persona.network=${NETWORK}`] } });
   for (const s of services) await step(`service ${s.ID}`, () => docker.getService(s.ID).remove());

@@ -201,3 +201,15 @@ export function opencodePids(pid: number): number[] {
     }
   });
 }
+
+/**
+ * One clean-up step on its own: a failing one (the engine gone, an object already removed) is
+ * reported and must not leave the other steps' objects behind.
+ */
+export async function cleanupStep(what: string, fn: () => unknown): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    console.warn(`cleanup: ${what}: ${(e as Error).message}`);
+  }
+}
