@@ -32,6 +32,9 @@
  *   shared opencode under BENCH_REPLICAS_STREAMS (100) concurrent streams, and what the database
  *   adds to a turn's first token (in process: BENCH_REPLICAS_ITERATIONS (500); end to end:
  *   BENCH_REPLICAS_PAIRS (100)). BENCH_ONLY=replicas runs that phase alone (bench/results/replicas.json).
+ * - Swarm (swarm.ts), BENCH_ONLY=swarm only (bench/results/swarm.json): swarm runner starts (cold, and
+ *   warm from zero) beside docker mode's, and BENCH_SWARM_CHATS_USERS (10) × BENCH_SWARM_CHATS_PER_USER (10)
+ *   concurrent streams through a sidecar container on the overlay network; BENCH_SWARM_USERS (5) starts per mode.
  *
  * The scripted model runs in this process: both paths share it, so it cannot favour either.
  * Knobs: BENCH_ITERATIONS (20), BENCH_CONCURRENCY (20), BENCH_USERS (5), BENCH_COLD_USERS (3),
@@ -55,6 +58,8 @@ import { isolationNotRun, isolationPhase, type Isolation, type IsolationContext 
 import { renderResponses } from "./responses-report.js";
 import { renderReplicas } from "./replicas-report.js";
 import { emptyReplicas, replicasBudgetMs, replicasPhase, type ReplicasFigures } from "./replicas.js";
+import { renderSwarm } from "./swarm-report.js";
+import { emptySwarm, swarmBudgetMs, swarmPhase, type SwarmFigures } from "./swarm.js";
 import { artifactsPhase, emptyArtifacts, renderArtifacts, type ArtifactsFigures } from "./artifacts.js";
 import { emptyResponses, responsesPhase, type ResponsesFigures } from "./responses.js";
 import { renderRunnerModes } from "./runner-modes-report.js";
@@ -88,9 +93,12 @@ const RESPONSES = envInt("BENCH_RESPONSES", 1, 0, 1) === 1;
 const RESPONSES_ITERATIONS = envInt("BENCH_RESPONSES_ITERATIONS", 10, 1, 1000);
 const ARTIFACTS = envInt("BENCH_ARTIFACTS", 1, 0, 1) === 1;
 const ARTIFACTS_ITERATIONS = envInt("BENCH_ARTIFACTS_ITERATIONS", 15, 1, 1000);
-/** BENCH_ONLY=replicas: only the replicas phase (the others always run otherwise). */
+/** BENCH_ONLY=replicas or swarm: only that phase (the others always run otherwise; swarm only this way). */
 const ONLY = process.env.BENCH_ONLY ?? "";
-if (ONLY && ONLY !== "replicas") throw new Error(`BENCH_ONLY must be "replicas" or unset, got "${ONLY}"`);
+if (ONLY && ONLY !== "replicas" && ONLY !== "swarm") throw new Error(`BENCH_ONLY must be "replicas", "swarm" or unset, got "${ONLY}"`);
+const SWARM_USERS = envInt("BENCH_SWARM_USERS", 5, 1, 50);
+const SWARM_CHATS_USERS = envInt("BENCH_SWARM_CHATS_USERS", 10, 1, 100);
+const SWARM_CHATS_PER_USER = envInt("BENCH_SWARM_CHATS_PER_USER", 10, 1, 100);
 const REPLICAS = envInt("BENCH_REPLICAS", ONLY === "replicas" ? 1 : 0, 0, 1) === 1;
 const REPLICAS_STREAMS = envInt("BENCH_REPLICAS_STREAMS", 100, 2, 1000);
 const REPLICAS_ITERATIONS = envInt("BENCH_REPLICAS_ITERATIONS", 500, 1, 100_000);
@@ -107,6 +115,7 @@ const WARMUP_CHATS = 5;
  * writes and iterations take about a second each (a mid-turn write: the debounce and more).
  */
 const BENCH_TIMEOUT_MS =
+  (ONLY === "swarm" ? swarmBudgetMs(SWARM_USERS, SWARM_CHATS_USERS) : 0) +
   (REPLICAS ? replicasBudgetMs(REPLICAS_STREAMS, REPLICAS_ITERATIONS, REPLICAS_PAIRS) : 0) +
   (10 + COLD_USERS) * 60_000 +
   (2 * SYNC_WRITES + 2 * SYNC_ITERATIONS) * 3_000 +
@@ -444,6 +453,26 @@ async function replicasPhaseOrFailure(): Promise<{ replicas: ReplicasFigures; fa
   return out;
 }
 
+const SWARM_RESULTS_FILE = path.join(SIDECAR_DIR, "bench/results/swarm.json");
+
+/** Like the replicas phase; its figures go to bench/results/swarm.json. */
+async function swarmPhaseOrFailure(): Promise<{ swarm: SwarmFigures; failed: boolean }> {
+  const sizes = { users: SWARM_USERS, loadUsers: SWARM_CHATS_USERS, chatsPerUser: SWARM_CHATS_PER_USER };
+  let out: { swarm: SwarmFigures; failed: boolean };
+  try {
+    const swarm = await swarmPhase({ ...sizes, apiKey: API_KEY, defer: (fn) => cleanups.push(fn), log });
+    out = { swarm, failed: !!swarm.skipped || !!swarm.load?.rounds.some((r) => r.errors > 0) || !!swarm.load?.startErrors };
+  } catch (e) {
+    if (cleaning) throw e;
+    log(`swarm failed: ${(e as Error).stack ?? String(e)}`);
+    out = { swarm: emptySwarm(sizes, { error: (e as Error).message ?? String(e) }), failed: true };
+  }
+  fs.mkdirSync(path.dirname(SWARM_RESULTS_FILE), { recursive: true });
+  fs.writeFileSync(SWARM_RESULTS_FILE, JSON.stringify({ date: new Date().toISOString(), ...out.swarm }, null, 2) + "\n");
+  log(`swarm results written to ${path.relative(process.cwd(), SWARM_RESULTS_FILE)}`);
+  return out;
+}
+
 async function responsesPhaseOrFailure(sidecarUrl: string): Promise<{ responses: ResponsesFigures; failed: boolean }> {
   if (!RESPONSES) return { responses: emptyResponses(RESPONSES_ITERATIONS, { skipped: "BENCH_RESPONSES=0" }), failed: false };
   try {
@@ -491,6 +520,11 @@ async function main(): Promise<boolean> {
   // Other work on the machine is the main source of noise: record how busy it was.
   const loadBefore = r2(os.loadavg()[0]!);
   ensureBuilt();
+  if (ONLY === "swarm") {
+    const { swarm, failed } = await swarmPhaseOrFailure();
+    process.stdout.write(renderSwarm(swarm).join("\n") + "\n");
+    return !failed;
+  }
   if (ONLY === "replicas") {
     const { replicas, failed } = await replicasPhaseOrFailure();
     process.stdout.write(renderReplicas(replicas).join("\n") + "\n");

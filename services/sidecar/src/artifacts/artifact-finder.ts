@@ -1,21 +1,15 @@
 /**
- * The viewable files a turn created or changed: a walk of the workspace at the turn's end,
- * keeping files whose change time is after the turn began. The change time (ctime) is set by
- * the kernel on every write, create or rename, whatever wrote it (the agent's edit tool, a
- * script it ran, a compiler), and no tool can set it back, unlike mtime (`cp -p`, `tar`).
+ * The viewable files a turn created or changed, on disk: a walk of the workspace at the
+ * turn's end, keeping files whose change time is after the turn began. The change time
+ * (ctime) is set by the kernel on every write, create or rename, whatever wrote it (the
+ * agent's edit tool, a script it ran, a compiler), and no tool can set it back, unlike mtime
+ * (`cp -p`, `tar`). Through the runner there is no ctime: turn-changes.ts says what changed.
  * The walk obeys the workspace rules (sync-filter.ts `admit`): no secrets, ignored paths,
  * `.git`, `node_modules`, nothing over the size cap or outside the workspace.
  */
-import fs from "node:fs/promises";
-import path from "node:path";
 import type { SyncFilter } from "../sync/sync-filter.js";
+import type { WorkspaceFiles } from "../workspace/workspace-files.js";
 import { viewableByName } from "./artifact-kinds.js";
-
-export interface ChangedFile {
-  rel: string;
-  realPath: string;
-  mtimeMs: number;
-}
 
 export interface FinderOptions {
   maxBytes: number;
@@ -33,21 +27,23 @@ const CLOCK_SLACK_MS = 50;
 const MAX_CANDIDATES = 20_000;
 const STAT_BATCH = 64;
 
-export async function changedViewables(filter: SyncFilter, workspace: string, sinceMs: number, opts: FinderOptions): Promise<ChangedFile[]> {
-  const candidates = await filter.list(workspace, MAX_CANDIDATES, viewableByName);
+/** Workspace-relative paths of the viewable files changed since `sinceMs`, in the order they were written. */
+export async function changedViewables(filter: SyncFilter, files: WorkspaceFiles, sinceMs: number, opts: FinderOptions): Promise<string[]> {
+  const candidates = await filter.list(files, MAX_CANDIDATES, viewableByName);
   const changed = (t: { ctimeMs: number; mtimeMs: number } | undefined) => !!t && Math.max(t.ctimeMs, t.mtimeMs) >= sinceMs - CLOCK_SLACK_MS;
-  const found: ChangedFile[] = [];
+  const found: Array<{ rel: string; mtimeMs: number }> = [];
   // A stat first (in parallel batches: most candidates are old), the workspace rules only for
   // what changed.
   for (let i = 0; i < candidates.length && Date.now() < opts.deadline; i += STAT_BATCH) {
     const batch = candidates.slice(i, i + STAT_BATCH);
-    const stats = await Promise.all(batch.map((rel) => fs.stat(path.join(workspace, rel)).catch(() => undefined)));
+    const looks = await Promise.all(batch.map((rel) => files.look(rel)));
     for (const [j, rel] of batch.entries()) {
-      if (!changed(stats[j])) continue;
-      const verdict = await filter.admit(workspace, rel, opts.maxBytes);
-      if (verdict.sync && changed(verdict)) found.push({ rel, realPath: verdict.realPath, mtimeMs: verdict.mtimeMs });
+      const looked = looks[j];
+      if (!looked?.ok || !changed(looked)) continue;
+      const verdict = await filter.admit(files, rel, opts.maxBytes);
+      if (verdict.sync && changed(verdict.facts)) found.push({ rel, mtimeMs: verdict.facts!.mtimeMs });
     }
   }
   // In the order they were written: what the agent made first comes first.
-  return found.sort((a, b) => a.mtimeMs - b.mtimeMs || a.rel.localeCompare(b.rel));
+  return found.sort((a, b) => a.mtimeMs - b.mtimeMs || a.rel.localeCompare(b.rel)).map((f) => f.rel);
 }

@@ -1,8 +1,11 @@
 /**
  * Artifacts: what the agent made during a turn that a person would want to look at (pages,
- * SVGs, images, PDFs), shown in the chat through links the sidecar signs. At a turn's end
- * `collect` finds them (artifact-finder.ts), keeps the exact bytes (artifact-store.ts) and
- * signs a link to each (artifact-token.ts); `open` serves one link. The links, and the markup
+ * SVGs, images, PDFs), shown in the chat through links the sidecar signs. A turn is followed
+ * from its start (`follow`); at its end the files it changed are found (on disk by ctime,
+ * artifact-finder.ts; through the runner by its file events, turn-changes.ts), their exact
+ * bytes kept (artifact-store.ts) and a link to each signed (artifact-token.ts); `open` serves
+ * one link. Whichever way they are found, the same rules apply: the workspace rules
+ * (sync-filter.ts `admit`), the size cap, kinds by name AND bytes, the per-turn cap. The links, and the markup
  * or events that show them, are always the sidecar's own: nothing the agent writes becomes a
  * link.
  */
@@ -10,13 +13,16 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import { GoneError, NotFoundError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
+import type { RunnerEndpoint } from "../runners/runner.js";
 import type { SyncFilter } from "../sync/sync-filter.js";
-import { readInside } from "../workspace/read-inside.js";
+import { diskWorkspaces } from "../workspace/disk-workspace-files.js";
 import type { UserSpace } from "../workspace/user-space.js";
+import type { WorkspaceFiles, Workspaces } from "../workspace/workspace-files.js";
 import { changedViewables } from "./artifact-finder.js";
 import { viewableType, type ArtifactKind } from "./artifact-kinds.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import { ArtifactSigner } from "./artifact-token.js";
+import { TurnChanges, ViewableMemory } from "./turn-changes.js";
 
 export interface Artifact {
   /** The file's name (what a download is called); `path` is where it is in the workspace. */
@@ -36,8 +42,16 @@ export interface TurnArtifacts {
   more: number;
 }
 
+/** One turn followed from its start; `collect` at its end, `close` in any case. */
+export interface TurnWatch {
+  collect(log: Logger): Promise<TurnArtifacts>;
+  close(): void;
+}
+
 export interface ArtifactServiceOptions {
   filter: SyncFilter;
+  /** Where workspaces are read (WORKSPACE_READS); default: the sidecar's disk. */
+  workspaces?: Workspaces;
   store: ArtifactStore;
   /** ARTIFACT_SIGNING_KEY, or one the sidecar made (under STATE_ROOT, or shared in the database). */
   signingKey: () => Promise<string>;
@@ -66,19 +80,49 @@ const PRUNE_EVERY_MS = 6 * 3_600_000;
 export class ArtifactService {
   private pruner?: NodeJS.Timeout;
   private signing?: Promise<ArtifactSigner>;
+  /** Runner reads: each user's viewable files as their last turn ended. */
+  private readonly viewables = new ViewableMemory();
 
   constructor(private readonly opts: ArtifactServiceOptions) {}
 
-  /** The viewable files `space`'s workspace gained or changed since `sinceMs`, kept and signed. */
-  async collect(space: UserSpace, sinceMs: number, log: Logger): Promise<TurnArtifacts> {
-    const { filter, maxBytes, maxPerTurn } = this.opts;
+  /**
+   * Follows a turn from its start (call it before the agent runs). On disk nothing is needed
+   * but the time (ctimes tell the rest); through the runner, what changed is told by the
+   * contents of the viewable files and the runner's file events (turn-changes.ts).
+   */
+  follow(space: UserSpace, ep: RunnerEndpoint): TurnWatch {
+    const sinceMs = Date.now();
+    const files = this.workspaces.files(space, ep)!;
+    if (files.reads === "disk") return { collect: (log) => this.collect(space, sinceMs, log, files), close: () => {} };
+    const { filter, maxBytes } = this.opts;
+    const changes = new TurnChanges(ep, files, { user: space.hash, filter, memory: this.viewables, maxBytes });
+    return {
+      collect: async (log) => {
+        const deadline = Date.now() + this.opts.collectTimeoutMs;
+        const { paths, by } = await changes.changed(deadline);
+        return this.keep(space, files, paths, deadline, log.child({ found: by }));
+      },
+      close: () => changes.close(),
+    };
+  }
+
+  /** The viewable files `space`'s workspace gained or changed on disk since `sinceMs` (ctime), kept and signed. */
+  async collect(space: UserSpace, sinceMs: number, log: Logger, files: WorkspaceFiles = diskWorkspaces.files(space)!): Promise<TurnArtifacts> {
     const deadline = Date.now() + this.opts.collectTimeoutMs;
-    const changed = await changedViewables(filter, space.workspaceDir, sinceMs, { maxBytes, deadline });
+    const changed = await changedViewables(this.opts.filter, files, sinceMs, { maxBytes: this.opts.maxBytes, deadline });
+    return this.keep(space, files, changed, deadline, log);
+  }
+
+  /** Keeps and signs the first `maxPerTurn` of `changed` that are what their names say, within the deadline. */
+  private async keep(space: UserSpace, files: WorkspaceFiles, changed: string[], deadline: number, log: Logger): Promise<TurnArtifacts> {
+    const { filter, maxBytes, maxPerTurn } = this.opts;
     const items: Artifact[] = [];
     let next = 0;
     for (; next < changed.length && items.length < maxPerTurn && Date.now() < deadline; next++) {
-      const { rel, realPath } = changed[next]!;
-      const file = await readInside(space.workspaceDir, realPath, maxBytes);
+      const rel = changed[next]!;
+      // The workspace rules again: events name any path (secrets, ignored ones) and a read
+      // through the runner is the only stat it has.
+      const file = await filter.admitted(files, rel, maxBytes);
       const type = file.ok ? viewableType(rel, file.bytes) : undefined;
       if (!file.ok || !type) {
         log.info({ path: rel, reason: file.ok ? "content is not what its name says" : file.reason }, "artifact not shown");
@@ -91,8 +135,12 @@ export class ArtifactService {
       items.push({ name: path.posix.basename(rel), path: rel, ...type, size: file.size, sha256, token });
     }
     const more = changed.length - next;
-    if (items.length || more) log.info({ artifacts: items.length, more }, "artifacts collected");
+    if (items.length || more) log.info({ artifacts: items.length, more, reads: files.reads }, "artifacts collected");
     return { items, more };
+  }
+
+  private get workspaces(): Workspaces {
+    return this.opts.workspaces ?? diskWorkspaces;
   }
 
   /** The version a link names; 404 for anything not signed by us (or renamed), 410 once expired. */

@@ -17,7 +17,7 @@ import { runPrompt, TurnStop, type RunLimits } from "./agent-run.js";
 import type { TurnEvents } from "./turn-events.js";
 import { transcript, type PastMessage, type TaskInput, type TurnInput } from "./turn-input.js";
 import type { TurnOutput } from "./turn-translator.js";
-import type { TurnArtifacts } from "../artifacts/artifact-service.js";
+import type { TurnWatch } from "../artifacts/artifact-service.js";
 
 export type { AgentName } from "./turn-input.js";
 
@@ -59,7 +59,11 @@ export interface ChatServiceDeps {
 }
 
 export interface ArtifactCollector {
-  collect(space: UserSpace, sinceMs: number, log: Logger): Promise<TurnArtifacts>;
+  /**
+   * Follows a turn from its start, on the endpoint it runs on (through the runner, what it
+   * changed is told by that runner's file events during the turn): collected at its end.
+   */
+  follow(space: UserSpace, ep: RunnerEndpoint): TurnWatch;
 }
 
 /** Background tasks get a throwaway session in which every tool is denied. */
@@ -152,12 +156,12 @@ export class ChatService {
     const { ep, space, req, sessionId, body, release } = turn;
     let unlock = await this.sessionLocks.acquire(sessionId, turn.slot);
     // Files changed from here on are this turn's (the lock keeps the chat's other turns out).
-    const startedAt = Date.now();
+    const watch = this.deps.artifacts?.follow(space, ep);
     try {
       await stopOrphanedRun(ep, sessionId, req.log);
       try {
         const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
-        yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), space, startedAt, req.log);
+        yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), watch, req.log);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
@@ -170,9 +174,10 @@ export class ChatService {
         void unlock();
         unlock = await this.sessionLocks.acquire(fresh, turn.slot);
         const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
-        yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), space, startedAt, req.log);
+        yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), watch, req.log);
       }
     } finally {
+      watch?.close();
       void unlock();
       release();
       this.deps.events.emit("turn.ended", { identity: req.identity, space });
@@ -183,13 +188,13 @@ export class ChatService {
    * The turn's outputs, with what it made to look at just before it finishes. A turn that ran
    * no tool changed no file: it is not looked for (a text-only answer pays nothing).
    */
-  private async *withArtifacts(outputs: AsyncGenerator<TurnOutput>, space: UserSpace, since: number, log: Logger): AsyncGenerator<TurnOutput> {
+  private async *withArtifacts(outputs: AsyncGenerator<TurnOutput>, watch: TurnWatch | undefined, log: Logger): AsyncGenerator<TurnOutput> {
     let ranTools = false;
     for await (const o of outputs) {
       if (o.kind === "tool-end") ranTools = true;
-      if (o.kind === "finish" && ranTools && this.deps.artifacts) {
+      if (o.kind === "finish" && ranTools && watch) {
         // Showing them is a courtesy: a failure here must not cost the answer.
-        const found = await this.deps.artifacts.collect(space, since, log).catch((e) => {
+        const found = await watch.collect(log).catch((e) => {
           log.warn({ err: (e as Error).message }, "could not collect artifacts");
           return undefined;
         });

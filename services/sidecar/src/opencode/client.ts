@@ -45,6 +45,16 @@ export class SessionNotFoundError extends Error {
   }
 }
 
+/** One entry of a directory listing (`GET /file`). */
+export interface FileNode {
+  name: string;
+  /** Workspace-relative; a directory's ends in `/`. */
+  path: string;
+  absolute: string;
+  type: "file" | "directory";
+  ignored: boolean;
+}
+
 export type FetchFn = typeof fetch;
 
 export class OpencodeClient {
@@ -53,7 +63,7 @@ export class OpencodeClient {
   constructor(
     readonly baseUrl: string,
     auth?: BasicAuth,
-    private readonly fetchFn: FetchFn = fetch,
+    readonly fetchFn: FetchFn = fetch,
   ) {
     if (auth) this.authHeader = "Basic " + Buffer.from(`${auth.username}:${auth.password}`).toString("base64");
   }
@@ -137,19 +147,71 @@ export class OpencodeClient {
     return (await this.request("GET", "/agent")) as Array<{ name: string; mode?: string; permission?: PermissionRule[] }>;
   }
 
-  private async request(
-    method: string,
-    path: string,
-    directory?: string,
-    body?: unknown,
-    signal?: AbortSignal,
-    sessionId?: string,
-  ): Promise<unknown> {
-    const url = this.url(path);
-    if (directory) url.searchParams.set("directory", directory);
-    let res: Response;
+  /**
+   * A directory's entries (`GET /file`): files and directories only (opencode lists neither
+   * symlinks nor FIFOs). undefined: refused — not a directory, gone, or outside the workspace
+   * (`../`, a symlink out): opencode answers those 500 `UnknownError`, like any defect of its
+   * own, so a 500 is "not admitted", never an error. Its `ignored` flag is not used: it
+   * reads only the project root's `.gitignore`, and outside a git repository the project
+   * root is `/` (measured on 1.18: always false in a plain directory).
+   */
+  async listFiles(directory: string, rel: string): Promise<FileNode[] | undefined> {
+    const url = this.url("/file");
+    url.searchParams.set("path", rel);
+    url.searchParams.set("directory", directory);
+    const res = await this.send("GET", url);
+    const text = await res.text();
+    if (res.status === 500) return undefined;
+    this.check(res, "GET", "/file", text);
+    const nodes = (res.headers.get("content-type") ?? "").includes("json") ? (JSON.parse(text) as unknown) : undefined;
+    if (!Array.isArray(nodes)) throw withCause(new RunnerError("The agent runner answered a listing with no list", "runner_bad_response"), { body: text.slice(0, 300) });
+    return nodes as FileNode[];
+  }
+
+  /**
+   * A file's exact bytes (`GET /api/fs/read/{path}`, opencode ≥ 1.18's v2 file route). Not
+   * `/file/content`: that one trims every text file (`content.trim()`: a page's last newline
+   * is lost) and fails with 500 on text that is not UTF-8 (measured on 1.18). Refused with a
+   * 500 (not `ok`): gone, not a regular file, or resolving outside the workspace (opencode
+   * resolves symlinks and checks the real path against the directory's). A file over
+   * `maxBytes` is refused without reading it past the cap.
+   */
+  async readFile(directory: string, rel: string, maxBytes: number): Promise<{ ok: true; bytes: Buffer } | { ok: false; reason: string }> {
+    // Never a dot segment: the URL parser folds `..` (even `%2e%2e`) before opencode sees it,
+    // and a route left that way answers 200 with the web UI's HTML. The path goes as one
+    // percent-encoded segment (opencode decodes `%2F`, and refuses what resolves outside).
+    if (!rel || rel.split("/").some((p) => p === "" || p === "." || p === "..")) return { ok: false, reason: "not a workspace-relative path" };
+    const route = `/api/fs/read/${encodeURIComponent(rel)}`;
+    const url = this.url(route);
+    url.searchParams.set("location[directory]", directory);
+    const controller = new AbortController();
+    const res = await this.send("GET", url, undefined, AbortSignal.any([controller.signal, AbortSignal.timeout(30_000)]));
     try {
-      res = await this.fetchFn(url, {
+      if (res.status === 500) return { ok: false, reason: "refused by the runner (gone, not a regular file, or outside the workspace)" };
+      if (!res.ok) this.check(res, "GET", route, await res.text());
+      // An opencode without the route answers 200 with its web UI's page, which alone carries
+      // a CSP (the file route does not): never taken for the file's bytes.
+      if (res.headers.has("content-security-policy")) throw withCause(new RunnerError("The agent runner has no raw file route", "runner_bad_response"), { path: route });
+      const tooBig = { ok: false, reason: `larger than ${maxBytes} bytes` } as const;
+      if (Number(res.headers.get("content-length") ?? 0) > maxBytes) return tooBig;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of res.body ?? []) {
+        size += chunk.length;
+        if (size > maxBytes) return tooBig;
+        chunks.push(Buffer.from(chunk));
+      }
+      return { ok: true, bytes: Buffer.concat(chunks, size) };
+    } finally {
+      // Whatever was not read is not wanted (a file over the cap).
+      controller.abort();
+    }
+  }
+
+  /** Sends one request: unreachable or timed out → RunnerUnavailableError (503). */
+  private async send(method: string, url: URL, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    try {
+      return await this.fetchFn(url, {
         method,
         headers: this.headers(body === undefined ? {} : { "content-type": "application/json" }),
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -160,18 +222,36 @@ export class OpencodeClient {
       const what = (e as Error).name === "TimeoutError" ? "did not answer in time" : "is unreachable";
       throw withCause(new RunnerUnavailableError(`The agent runner ${what}`, "runner_unreachable"), {
         method,
-        path,
+        path: url.pathname,
         error: `${(e as Error).name}: ${(e as Error).message}`,
         reason: ((e as Error).cause as Error | undefined)?.message,
       });
     }
-    const type = res.headers.get("content-type") ?? "";
-    const text = await res.text();
-    if (res.status === 404 && sessionId && text.includes("NotFoundError")) throw new SessionNotFoundError(sessionId);
-    // The route and the runner's answer (it may hold a stack trace) are for the log only.
+  }
+
+  /** A failed answer → RunnerError (502); the route and the answer (it may hold a stack trace) are for the log only. */
+  private check(res: Response, method: string, path: string, text: string): void {
     const detail = { method, path, status: res.status, body: text.slice(0, 300) };
     if (res.status === 401) throw withCause(new RunnerError("The agent runner rejected the sidecar's credentials", "runner_auth"), detail);
     if (!res.ok) throw withCause(new RunnerError(`The agent runner answered HTTP ${res.status}`, "runner_bad_status"), detail);
+  }
+
+  private async request(
+    method: string,
+    path: string,
+    directory?: string,
+    body?: unknown,
+    signal?: AbortSignal,
+    sessionId?: string,
+  ): Promise<unknown> {
+    const url = this.url(path);
+    if (directory) url.searchParams.set("directory", directory);
+    const res = await this.send(method, url, body, signal);
+    const type = res.headers.get("content-type") ?? "";
+    const text = await res.text();
+    if (res.status === 404 && sessionId && text.includes("NotFoundError")) throw new SessionNotFoundError(sessionId);
+    this.check(res, method, path, text);
+    const detail = { method, path, status: res.status, body: text.slice(0, 300) };
     if (res.status === 204 || text === "") return undefined;
     // Unknown paths answer 200 with the web UI's HTML: treat that as a protocol mismatch.
     if (!type.includes("json")) {

@@ -8,6 +8,7 @@ import type { Logger } from "../log/logger.js";
 import { OpencodeClient } from "../opencode/client.js";
 import { EventHub } from "../opencode/event-hub.js";
 import type { UserSpace } from "../workspace/user-space.js";
+import { RunnerUnavailableError } from "../errors/api-error.js";
 import { waitHealthy } from "./readiness.js";
 import type { Runner, RunnerEndpoint, RunnerHealth, RunnerState } from "./runner.js";
 
@@ -41,7 +42,12 @@ export class SharedRunner implements Runner {
     if (!this.events.isOpen) {
       this.ready ??= waitHealthy(this.client, this.opts.startTimeoutMs).finally(() => (this.ready = undefined));
       await this.ready;
-      await this.events.waitOpen(5000);
+      if (!(await this.events.waitOpen(5000))) {
+        // The stream's last attempt was made while the server was down or booting and may hang
+        // until its heartbeat deadline: the server answers now, so try again at once.
+        this.events.reconnect();
+        if (!(await this.events.waitOpen(10_000))) throw new RunnerUnavailableError("The shared opencode server's event stream did not open", "runner_events");
+      }
     }
     return { client: this.client, events: this.events, directory: space.workspaceDir };
   }

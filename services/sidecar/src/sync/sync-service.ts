@@ -12,17 +12,30 @@
  * replicas. One holder at a time works a user's outbox (a claim); with a shared store every
  * replica also polls for due work, so whichever claims the user first sends what any replica
  * queued, or what one that died left.
+ *
+ * The workspace is read through a WorkspaceFiles (workspace/workspace-files.ts): the disk, or
+ * the user's runner. Through the runner:
+ * - a background reader never wakes a runner: while the runner is not running here
+ *   (Runner.current), work stays queued and is tried again later (backing off), and at once
+ *   when the user's runner is used again;
+ * - there is no stat (size, mtime): reconciliation lists (new paths are sent, paths gone are
+ *   deleted), and the file events send what the agent's tools changed at once. What a shell
+ *   command changed has no event (opencode 1.18 watches a workspace only when it is a git
+ *   repository and OPENCODE_EXPERIMENTAL_FILEWATCHER is set): reconciliation reads every
+ *   file (a few at a time, in the background) and sends what differs from the content hash
+ *   the manifest has (or had when it was refused).
  */
-import { createHash } from "node:crypto";
-import fs from "node:fs/promises";
-import path from "node:path";
 import type { Identity } from "../auth/identity.js";
 import type { TurnEvents } from "../chat/turn-events.js";
+import { RunnerError, RunnerUnavailableError } from "../errors/api-error.js";
 import type { Logger } from "../log/logger.js";
 import type { OpencodeEvent } from "../opencode/events.js";
 import type { RunnerEndpoint } from "../runners/runner.js";
-import { readInside } from "../workspace/read-inside.js";
+import { contentHashes, sha256 } from "../workspace/content-hashes.js";
+import { diskWorkspaces } from "../workspace/disk-workspace-files.js";
+import { fileChange } from "../workspace/file-events.js";
 import { userSpace, type UserSpace } from "../workspace/user-space.js";
+import type { WorkspaceFiles, Workspaces } from "../workspace/workspace-files.js";
 import { accessDialect, OpenWebUIError, type AccessDialect, type OpenWebUIClient } from "./openwebui-client.js";
 import type { SyncFilter } from "./sync-filter.js";
 import type { ManifestEntry } from "./sync-state.js";
@@ -51,12 +64,16 @@ export interface SyncServiceOptions {
   log: Logger;
   /** The durable state: files under `stateRoot` (FileSyncStore), or PostgreSQL for replicas (db/pg-sync-store.ts). */
   store: SyncStore;
+  /** Where workspaces are read (WORKSPACE_READS); default: the sidecar's disk. */
+  workspaces?: Workspaces;
 }
 
 /** A shared store's due work is looked for this often (the latency a change queued elsewhere may add). */
 const POLL_MS = 300;
 /** A shared store's claim holds a database connection: a few users' outboxes at a time; the poll brings the rest. */
 const MAX_SHARED_PUMPS = 8;
+/** Work waiting for a user's runner is looked at again after 1 s, 2 s, 4 s … up to this (and at once when the runner is used). */
+const MAX_DEFER_MS = 60_000;
 
 interface UserSync {
   hash: string;
@@ -67,6 +84,16 @@ interface UserSync {
   running: boolean;
   /** Paths whose skip reason was already logged. */
   skipLogged: Set<string>;
+  /** Runner reads: paths the KB did not take (binary, empty, unreadable) → their content hash then ("": unreadable); not queued again while it stays so. */
+  refused: Map<string, string>;
+  /** The user's runner was not running here: how many times in a row, and until when the outbox waits. */
+  deferrals: number;
+  deferredUntil: number;
+  /** A reconciliation waits for the runner. */
+  reconcileDeferred: boolean;
+  /** The reconciliation under way, and whether another was asked for meanwhile. */
+  reconciling?: Promise<number>;
+  reconcileAgain?: boolean;
 }
 
 export class SyncService {
@@ -116,23 +143,19 @@ export class SyncService {
     events.on("turn.ended", ({ identity, space }) => this.turnEnded(identity, space));
   }
 
-  /** The user's runner endpoint is in use: watch its file events. */
+  /** The user's runner endpoint is in use: watch its file events, and send what waited for it. */
   attach(identity: Identity, space: UserSpace, ep: RunnerEndpoint): void {
     // Only Open WebUI users have a knowledge base: direct-key and local users are not synced.
     if (identity.via !== "gateway") return;
+    this.runnerBack(this.local(space.hash), identity.userId);
     let set = this.watched.get(ep.events);
     if (!set) this.watched.set(ep.events, (set = new Set()));
     if (set.has(space.hash)) return;
     set.add(space.hash);
     void this.ensure(space.hash, identity.userId).catch((e) => this.unrecordable(space.hash, identity.userId, e));
-    const root = ep.directory.replace(/\/+$/, "");
     ep.events.watch((event: OpencodeEvent) => {
-      if (event.type !== "file.edited" && event.type !== "file.watcher.updated") return;
-      // Attribute by directory: the event's path is in the runner's view of the workspace.
-      if (!event.file.startsWith(`${root}/`)) return;
-      const rel = event.file.slice(root.length + 1);
-      const op = event.type === "file.watcher.updated" && event.event === "unlink" ? "delete" : "upsert";
-      void this.enqueue(space.hash, identity.userId, rel, op);
+      const change = fileChange(ep.directory, event);
+      if (change) void this.enqueue(space.hash, identity.userId, change.rel, change.op);
     });
   }
 
@@ -160,43 +183,89 @@ export class SyncService {
 
   /**
    * Compares the workspace with the manifest and queues every difference. A store that cannot
-   * take them is tried again later (the workspace still holds every change).
+   * take them is tried again later (the workspace still holds every change); so is a runner
+   * that is not running here.
    */
-  async reconcile(hash: string, userId?: string): Promise<number> {
+  reconcile(hash: string, userId?: string): Promise<number> {
     const u = this.local(hash);
+    // One pass at a time per user (through the runner a pass reads every file): a turn that
+    // ends during one gets one more pass after it.
+    if (u.reconciling) {
+      u.reconcileAgain = true;
+      return Promise.resolve(0);
+    }
+    const pass = this.reconcileOnce(u, userId).finally(() => {
+      u.reconciling = undefined;
+      if (!u.reconcileAgain) return;
+      u.reconcileAgain = false;
+      void this.reconcile(hash, userId);
+    });
+    u.reconciling = pass;
+    return pass;
+  }
+
+  private async reconcileOnce(u: UserSync, userId?: string): Promise<number> {
+    const { hash } = u;
     try {
       if (userId) await this.ensure(hash, userId);
+      const files = (this.opts.workspaces ?? diskWorkspaces).files(u.space);
+      if (!files) {
+        u.reconcileDeferred = true;
+        return 0;
+      }
       const manifest = await this.store.manifest(hash);
-      const ws = u.space.workspaceDir;
-      const files = await this.opts.filter.list(ws);
-      const seen = new Set(files);
+      const listed = await this.opts.filter.list(files);
       const changes: SyncChange[] = [];
-      for (const rel of files) {
-        const m = Object.hasOwn(manifest, rel) ? manifest[rel] : undefined;
-        if (m) {
-          const st = await fs.stat(path.join(ws, rel)).catch(() => undefined);
-          if (st && st.size === m.size && st.mtimeMs === m.mtimeMs) continue;
-        } else {
-          const verdict = await this.opts.filter.check(ws, rel);
+      const fresh: string[] = [];
+      for (const rel of listed) {
+        if (!Object.hasOwn(manifest, rel)) {
+          const verdict = await this.opts.filter.check(files, rel);
           if (!verdict.sync) {
             this.skipped(u, rel, verdict.reason);
             continue;
           }
         }
-        changes.push({ path: rel, op: "upsert" });
+        fresh.push(rel);
       }
+      for (const rel of await this.differing(u, files, fresh, manifest)) changes.push({ path: rel, op: "upsert" });
+      const seen = new Set(listed);
       for (const rel of Object.keys(manifest)) if (!seen.has(rel)) changes.push({ path: rel, op: "delete" });
       if (changes.length) {
         this.wake(u, await this.store.queue(hash, changes, 0, this.opts.maxDelayMs));
-        this.opts.log.info({ user: hash, queued: changes.length }, "sync reconciliation queued changes");
+        this.opts.log.info({ user: hash, queued: changes.length, reads: files.reads }, "sync reconciliation queued changes");
       }
       // What was pending already (a restart) is resumed too.
       await this.schedule(u);
       return changes.length;
     } catch (e) {
-      this.unrecordable(hash, userId, e);
+      if (e instanceof RunnerUnavailableError || e instanceof RunnerError) {
+        // The runner went away while it was read: tried again once it is back.
+        u.reconcileDeferred = true;
+        this.opts.log.warn({ user: hash, err: e.message }, "sync reconciliation could not read the workspace");
+      } else this.unrecordable(hash, userId, e);
       return 0;
     }
+  }
+
+  /**
+   * Which of `rels` differ from what was last sent: on disk a file with the manifest's size
+   * and mtime is not read; through the runner (no stat) every file is read and its content
+   * hash compared with the manifest's (or with the one it had when it was refused).
+   */
+  private async differing(u: UserSync, files: WorkspaceFiles, rels: string[], manifest: Record<string, ManifestEntry>): Promise<string[]> {
+    const known = (rel: string) => (Object.hasOwn(manifest, rel) ? manifest[rel] : undefined);
+    if (files.reads === "runner") {
+      const hashes = await contentHashes(files, rels, this.opts.filter.maxBytes);
+      // "": could not be read (over the cap, gone, refused by the runner).
+      return rels.filter((rel) => (hashes.get(rel) ?? "") !== known(rel)?.hash && (hashes.get(rel) ?? "") !== u.refused.get(rel));
+    }
+    const out: string[] = [];
+    for (const rel of rels) {
+      const m = known(rel);
+      const looked = m && (await files.look(rel));
+      if (!m || !looked?.ok || looked.size !== m.size || looked.mtimeMs !== m.mtimeMs) out.push(rel);
+    }
+    return out;
   }
 
   private async enqueue(hash: string, userId: string, rel: string, op: SyncOp): Promise<void> {
@@ -236,8 +305,28 @@ export class SyncService {
 
   private local(hash: string): UserSync {
     let u = this.users.get(hash);
-    if (!u) this.users.set(hash, (u = { hash, space: userSpace(this.opts.workspaceRoot, this.opts.stateRoot, hash), running: false, skipLogged: new Set() }));
+    if (!u) {
+      const space = userSpace(this.opts.workspaceRoot, this.opts.stateRoot, hash);
+      this.users.set(hash, (u = { hash, space, running: false, skipLogged: new Set(), refused: new Map(), deferrals: 0, deferredUntil: 0, reconcileDeferred: false }));
+    }
     return u;
+  }
+
+  /** The user's workspace cannot be read now (its runner is not running here): the outbox waits, backing off. */
+  private deferred(u: UserSync): void {
+    if (!u.deferrals) this.opts.log.info({ user: u.hash }, "sync deferred: the user's runner is not running here; queued changes wait for it");
+    u.deferredUntil = Date.now() + Math.min(MAX_DEFER_MS, 1000 * 2 ** Math.min(u.deferrals, 16));
+    u.deferrals++;
+  }
+
+  /** The user's runner is in use again: what waited for it goes now. */
+  private runnerBack(u: UserSync, userId: string): void {
+    const waited = u.deferrals > 0;
+    u.deferrals = u.deferredUntil = 0;
+    if (u.reconcileDeferred) {
+      u.reconcileDeferred = false;
+      void this.reconcile(u.hash, userId);
+    } else if (waited) void this.schedule(u);
   }
 
   /** The store could not take a user's changes: logged, and (shared stores) the workspace is reconciled again once it answers. */
@@ -273,7 +362,8 @@ export class SyncService {
   private async schedule(u: UserSync): Promise<void> {
     if (this.stopped || u.running) return;
     try {
-      this.wake(u, await this.store.nextDueIn(u.hash));
+      const dueIn = await this.store.nextDueIn(u.hash);
+      this.wake(u, dueIn === undefined ? undefined : Math.max(dueIn, u.deferredUntil - Date.now()));
     } catch (e) {
       // A shared store's poll finds the work once it answers again.
       this.storeFailed(e);
@@ -335,6 +425,9 @@ export class SyncService {
   }
 
   private async work(u: UserSync): Promise<void> {
+    const files = (this.opts.workspaces ?? diskWorkspaces).files(u.space);
+    // Never a claim while the workspace cannot be read: another replica may hold the runner.
+    if (!files) return this.deferred(u);
     let claim: SyncClaim | undefined;
     try {
       claim = await this.store.claim(u.hash);
@@ -344,7 +437,7 @@ export class SyncService {
         const entry = this.stopped ? undefined : await claim.nextDue();
         if (!entry) break;
         try {
-          await claim.complete(entry, await this.apply(u, claim, entry));
+          await claim.complete(entry, await this.apply(u, claim, entry, files));
         } catch (e) {
           const err = e instanceof OpenWebUIError ? e : new OpenWebUIError(0, (e as Error).message, true);
           const retryIn = err.isRetryable ? Math.min(this.opts.maxBackoffMs, 500 * 2 ** Math.min(entry.attempts + 1, 20)) : undefined;
@@ -361,23 +454,25 @@ export class SyncService {
   }
 
   /** Sends one change; resolves with what it changed (an error leaves the entry for a retry). */
-  private async apply(u: UserSync, claim: SyncClaim, entry: OutboxEntry): Promise<SyncOutcome> {
+  private async apply(u: UserSync, claim: SyncClaim, entry: OutboxEntry, files: WorkspaceFiles): Promise<SyncOutcome> {
     const { client, filter, log } = this.opts;
     const rel = entry.path;
     const prev = await this.store.manifestEntry(u.hash, rel);
     if (entry.op === "delete") return prev ? this.remove(u, claim, rel, prev) : {};
-    const verdict = await filter.check(u.space.workspaceDir, rel);
-    if (!verdict.sync) {
-      this.skipped(u, rel, verdict.reason);
-      return prev ? this.remove(u, claim, rel, prev) : {};
-    }
-    const file = await readInside(u.space.workspaceDir, verdict.realPath, this.opts.filter.maxBytes);
+    // The exact bytes either way: through the runner, opencode's raw read (never its trimmed,
+    // UTF-8-only text content), so any encoding arrives as it is in the workspace.
+    const file = await filter.take(files, rel);
     if (!file.ok) {
       this.skipped(u, rel, file.reason);
+      // Its content, to skip it while it stays the same (runner reads: no mtime to tell).
+      if (files.reads === "runner") await this.refusedAs(u, files, rel);
       return prev ? this.remove(u, claim, rel, prev) : {};
     }
+    u.refused.delete(rel);
+    // Through the runner `mtimeMs` is 0: the manifest's size+mtime shortcut (disk) never
+    // matches, so reading the workspace from the disk again later re-checks by content hash.
     const { bytes: content, size, mtimeMs } = file;
-    const hash = createHash("sha256").update(content).digest("hex");
+    const hash = sha256(content);
     if (prev && prev.hash === hash) {
       log.debug({ user: u.hash, path: rel }, "sync skipped: unchanged");
       return { manifest: { ...prev, mtimeMs, size } };
@@ -404,6 +499,12 @@ export class SyncService {
     if (note) log.warn({ user: u.hash, path: rel, reason: note }, "sync skipped: refused by Open WebUI");
     else log.info({ user: u.hash, path: rel, fileId, replaced: prev?.fileId }, "synced file to knowledge base");
     return { manifest: { fileId, hash, size, mtimeMs, syncedAt: at, note }, lastSynced: { path: rel, op: "upsert", at } };
+  }
+
+  /** Remembers the content hash of a file the KB did not take ("": it could not be read). */
+  private async refusedAs(u: UserSync, files: WorkspaceFiles, rel: string): Promise<void> {
+    const [h] = (await contentHashes(files, [rel], this.opts.filter.maxBytes)).values();
+    u.refused.set(rel, h ?? "");
   }
 
   /** Uploads one version and links it into the KB; an upload that cannot be linked is deleted. */

@@ -41,7 +41,7 @@ export async function readInside(workspace: string, file: string, maxBytes: numb
   }
 }
 
-function isBelow(child: string, parent: string): boolean {
+export function isBelow(child: string, parent: string): boolean {
   const rel = path.relative(parent, child);
   return rel !== "" && rel !== ".." && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
 }

@@ -1,11 +1,15 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SyncFilter } from "../../src/sync/sync-filter.js";
+import type { WorkspaceFiles } from "../../src/workspace/workspace-files.js";
+import { startBackends, type Backends } from "../helpers/runner-files.js";
 
 let ws: string;
 let outside: string;
+let backends: Backends;
+const files: Partial<Record<"disk" | "runner", WorkspaceFiles>> = {};
 const filter = new SyncFilter({ maxBytes: 100, allowHtml: false });
 
 function write(rel: string, content = "x") {
@@ -14,7 +18,7 @@ function write(rel: string, content = "x") {
   fs.writeFileSync(p, content);
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   ws = fs.mkdtempSync(path.join(os.tmpdir(), "op-filter-"));
   outside = fs.mkdtempSync(path.join(os.tmpdir(), "op-outside-"));
   fs.writeFileSync(path.join(outside, "secret.txt"), "outside");
@@ -43,13 +47,24 @@ beforeAll(() => {
   write("latin1.txt", Buffer.from("caf\xe9 au lait", "latin1").toString("latin1"));
   fs.symlinkSync(path.join(outside, "secret.txt"), path.join(ws, "escape.txt"));
   fs.symlinkSync(path.join(ws, "README.md"), path.join(ws, "inside-link.md"));
-});
+  backends = await startBackends();
+  Object.assign(files, backends.of(ws));
+}, 90_000);
+afterAll(() => backends?.close());
 
-const verdict = async (rel: string) => filter.check(ws, rel);
+// The same rules whichever way the workspace is read: on disk, and through a real opencode.
+describe.each(["disk", "runner"] as const)("SyncFilter (%s reads)", (reads) => {
+  // What the knowledge base takes for good (through the runner, size, emptiness and binaries
+  // are known only from the bytes).
+  const verdict = async (rel: string) => {
+    const taken = await filter.take(files[reads]!, rel);
+    return taken.ok ? { sync: true as const, bytes: taken.bytes } : { sync: false as const, reason: taken.reason };
+  };
 
-describe("SyncFilter", () => {
   it.each(["src/app.ts", "README.md", "logs/keep.log", "pkg/real.txt", "inside-link.md", "report.pdf", "latin1.txt"])("syncs %s", async (rel) => {
-    expect((await verdict(rel)).sync).toBe(true);
+    const v = await verdict(rel);
+    expect(v.sync).toBe(true);
+    expect(v.sync && v.bytes.equals(fs.readFileSync(path.join(ws, rel)))).toBe(true);
   });
 
   it.each([
@@ -77,7 +92,7 @@ describe("SyncFilter", () => {
   });
 
   it("lists candidates without descending into excluded directories", async () => {
-    const all = await filter.list(ws);
+    const all = await filter.list(files[reads]!);
     expect(all).toContain("src/app.ts");
     expect(all.some((p) => p.startsWith(".git/") || p.startsWith("node_modules/") || p.startsWith("build/"))).toBe(false);
   });
@@ -97,6 +112,6 @@ describe("SyncFilter", () => {
   });
 
   it("allows HTML when told to", async () => {
-    expect((await new SyncFilter({ maxBytes: 100, allowHtml: true }).check(ws, "page.html")).sync).toBe(true);
+    expect((await new SyncFilter({ maxBytes: 100, allowHtml: true }).take(files[reads]!, "page.html")).ok).toBe(true);
   });
 });
