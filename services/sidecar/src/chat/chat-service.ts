@@ -157,11 +157,12 @@ export class ChatService {
     let unlock = await this.sessionLocks.acquire(sessionId, turn.slot);
     // Files changed from here on are this turn's (the lock keeps the chat's other turns out).
     const watch = this.deps.artifacts?.follow(space, ep);
+    const seen = { ranTools: false };
     try {
       await stopOrphanedRun(ep, sessionId, req.log);
       try {
         const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
-        yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), watch, req.log);
+        yield* this.withArtifacts(runPrompt(ep, sessionId, body, held, req.log, this.deps.limits), watch, req.log, seen);
       } catch (e) {
         if (!(e instanceof SessionNotFoundError)) throw e;
         // opencode lost the session: recreate it once, seeded with the conversation so far.
@@ -174,13 +175,13 @@ export class ChatService {
         void unlock();
         unlock = await this.sessionLocks.acquire(fresh, turn.slot);
         const held = whileHeld(signal, [turn.slot.lost, unlock.lost]);
-        yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), watch, req.log);
+        yield* this.withArtifacts(runPrompt(ep, fresh, body, held, req.log, this.deps.limits), watch, req.log, seen);
       }
     } finally {
       watch?.close();
       void unlock();
       release();
-      this.deps.events.emit("turn.ended", { identity: req.identity, space });
+      this.deps.events.emit("turn.ended", { identity: req.identity, space, ranTools: seen.ranTools });
     }
   }
 
@@ -188,11 +189,10 @@ export class ChatService {
    * The turn's outputs, with what it made to look at just before it finishes. A turn that ran
    * no tool changed no file: it is not looked for (a text-only answer pays nothing).
    */
-  private async *withArtifacts(outputs: AsyncGenerator<TurnOutput>, watch: TurnWatch | undefined, log: Logger): AsyncGenerator<TurnOutput> {
-    let ranTools = false;
+  private async *withArtifacts(outputs: AsyncGenerator<TurnOutput>, watch: TurnWatch | undefined, log: Logger, seen: { ranTools: boolean }): AsyncGenerator<TurnOutput> {
     for await (const o of outputs) {
-      if (o.kind === "tool-end") ranTools = true;
-      if (o.kind === "finish" && ranTools && watch) {
+      if (o.kind === "tool-end") seen.ranTools = true;
+      if (o.kind === "finish" && seen.ranTools && watch) {
         // Showing them is a courtesy: a failure here must not cost the answer.
         const found = await watch.collect(log).catch((e) => {
           log.warn({ err: (e as Error).message }, "could not collect artifacts");

@@ -11,8 +11,8 @@ import type { UserSpace } from "../workspace/user-space.js";
 export interface TurnEventMap {
   /** A turn is about to use this user's runner endpoint (its file events can be watched). */
   "runner.used": [{ identity: Identity; space: UserSpace; endpoint: RunnerEndpoint }];
-  /** A chat turn ended, however it ended. */
-  "turn.ended": [{ identity: Identity; space: UserSpace }];
+  /** A chat turn ended, however it ended; `ranTools`: whether any tool ran in it (none: it changed no file). */
+  "turn.ended": [{ identity: Identity; space: UserSpace; ranTools: boolean }];
 }
 
 export class TurnEvents {

@@ -140,7 +140,7 @@ export class SyncService {
   /** Follows the turn core: a runner in use is watched, a turn's end is reconciled. */
   subscribe(events: TurnEvents): void {
     events.on("runner.used", ({ identity, space, endpoint }) => this.attach(identity, space, endpoint));
-    events.on("turn.ended", ({ identity, space }) => this.turnEnded(identity, space));
+    events.on("turn.ended", ({ identity, space, ranTools }) => this.turnEnded(identity, space, ranTools));
   }
 
   /** The user's runner endpoint is in use: watch its file events, and send what waited for it. */
@@ -159,9 +159,14 @@ export class SyncService {
     });
   }
 
-  /** A turn ended: look for changes the events did not report. */
-  turnEnded(identity: Identity, space: UserSpace): void {
+  /**
+   * A turn ended: look for changes the events did not report. Through the runner that means
+   * reading every file, so a turn that ran no tool (it changed nothing) is not looked at there;
+   * on disk a look is a stat per file, and it also catches what a background process left.
+   */
+  turnEnded(identity: Identity, space: UserSpace, ranTools = true): void {
     if (identity.via !== "gateway") return;
+    if (!ranTools && this.opts.workspaces?.reads === "runner") return;
     void this.reconcile(space.hash, identity.userId);
   }
 
