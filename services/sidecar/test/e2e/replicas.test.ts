@@ -166,8 +166,12 @@ describe("replicas sharing PostgreSQL, shared mode", () => {
   it("cancels a background response from the replica that does not run it", async () => {
     const user = `jade-${randomUUID().slice(0, 8)}`;
     const [one, two] = replicas.map((r) => sdkOf(r.url, user)) as [OpenAI, OpenAI];
-    const started = await one.responses.create({ model: "open-persona/build", input: say.slow(200, 100), background: true });
-    await new Promise((r) => setTimeout(r, 1500));
+    const slow = say.slow(200, 100);
+    const started = await one.responses.create({ model: "open-persona/build", input: slow, background: true });
+    // Cancelled once the model has streamed for a second (a fixed wait from the start was too
+    // short on a loaded machine: the model had not been asked yet, so there was no text).
+    await waitFor(() => model.requests.some((r) => r.lastUserText.includes(slow)), 30_000, "the model asked");
+    await new Promise((r) => setTimeout(r, 1000));
     const asked = Date.now();
     const cancelled = await two.responses.cancel(started.id);
     expect(cancelled.status).toBe("cancelled");
